@@ -1,0 +1,121 @@
+"""Caches for causal streaming: what the temporal (cross-frame) attention layers keep of
+past frames.
+
+A memory strategy is a `KVCache` subclass; the model only ever calls
+`cache.layer(i).update(k, v)` and attends over whatever comes back, so bounded strategies
+(rolling, windowed) plug in without touching the model.
+
+Shapes: k, v [B, H, T, D] per layer, post-norm and post-RoPE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+class KVCache:
+    """Base class: a stack of per-layer key/value stores."""
+
+    def __init__(self, num_layers: int) -> None:
+        self.num_layers = num_layers
+
+    def layer(self, index: int) -> "_LayerSlot":
+        return _LayerSlot(self, index)
+
+    def update(self, index: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def num_tokens(self, index: int) -> int:
+        raise NotImplementedError
+
+    def nbytes(self) -> int:
+        """Bytes held by the cache's tensors (allocated capacity, not just the used part)."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+
+class _LayerSlot:
+    __slots__ = ("cache", "index")
+
+    def __init__(self, cache: KVCache, index: int) -> None:
+        self.cache, self.index = cache, index
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return self.cache.update(self.index, k, v)
+
+
+class FullKVCache(KVCache):
+    """Keeps every past token (StreamVGGT behaviour). Memory grows linearly with frames.
+
+    Storage is one preallocated buffer per layer that grows geometrically, so appending a
+    frame is a copy of that frame only; the whole cache is copied O(log T) times in total.
+    """
+
+    def __init__(self, num_layers: int, initial_tokens: int = 0, growth: float = 2.0) -> None:
+        super().__init__(num_layers)
+        self.initial_tokens = initial_tokens
+        self.growth = growth
+        self.reset()
+
+    def reset(self) -> None:
+        self._k: list[Tensor | None] = [None] * self.num_layers
+        self._v: list[Tensor | None] = [None] * self.num_layers
+        self._len = [0] * self.num_layers
+
+    def update(self, index: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        n, t = self._len[index], k.shape[2]
+        buf_k = self._k[index]
+        if buf_k is None or n + t > buf_k.shape[2]:
+            self._grow(index, k, v, n + t)
+        self._k[index][:, :, n : n + t] = k
+        self._v[index][:, :, n : n + t] = v
+        self._len[index] = n + t
+        return self._k[index][:, :, : n + t], self._v[index][:, :, : n + t]
+
+    def _grow(self, index: int, k: Tensor, v: Tensor, needed: int) -> None:
+        old = self._k[index]
+        capacity = max(needed, self.initial_tokens, int((old.shape[2] if old is not None else 0) * self.growth))
+        B, H, _, D = k.shape
+        new_k = k.new_empty(B, H, capacity, D)
+        new_v = v.new_empty(B, H, capacity, D)
+        n = self._len[index]
+        if old is not None and n:
+            new_k[:, :, :n] = old[:, :, :n]
+            new_v[:, :, :n] = self._v[index][:, :, :n]
+        self._k[index], self._v[index] = new_k, new_v
+
+    def num_tokens(self, index: int) -> int:
+        return self._len[index]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._k + self._v if t is not None)
+
+
+@dataclass
+class StreamState:
+    """Everything a causal model carries from one step to the next.
+
+    temporal: cache of the aggregator's cross-frame layers (one slot per layer);
+    camera:   cache of the camera head's trunk (one slot per layer and refinement
+              iteration, or per layer only in StreamVGGT's shared layout);
+    num_frames: frames consumed so far (decides first-frame tokens).
+    """
+
+    temporal: KVCache
+    camera: KVCache
+    num_frames: int = 0
+    extras: dict = field(default_factory=dict)
+
+    def nbytes(self) -> int:
+        return self.temporal.nbytes() + self.camera.nbytes()
+
+    def reset(self) -> None:
+        self.temporal.reset()
+        self.camera.reset()
+        self.num_frames = 0
+        self.extras.clear()

@@ -1,0 +1,75 @@
+"""Multi-head self-attention with optional QK-norm, 2D RoPE and a KV-cache hook.
+
+Shapes: tokens [B, T, C]; heads H, head_dim D = C / H. Keys and values handed to a cache
+are post-norm, post-RoPE [B, H, T, D], so a cache never has to re-rotate anything.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .rope import RotaryEmbedding2D
+
+
+class LayerKV(Protocol):
+    """One attention layer's view of a cache (see recon.attention.cache)."""
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store this step's keys/values [B, H, T, D]; return what to attend over,
+        [B, H, T_past + T, D], the new tokens last."""
+        ...
+
+
+class Attention(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        proj_bias: bool = True,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=norm_eps) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=norm_eps) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+
+    def forward(
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor] | None = None,
+        attn_mask: Tensor | None = None,
+        kv: LayerKV | None = None,
+    ) -> Tensor:
+        """x [B, T, C]; rope (cos, sin) broadcastable to [B, H, T, D]; attn_mask bool
+        [T, T] over the new tokens (True = attend) or None; kv: this layer's cache slot."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q = RotaryEmbedding2D.apply(q, *rope)
+            k = RotaryEmbedding2D.apply(k, *rope)
+        if kv is not None:
+            k, v = kv.update(k, v)
+            if attn_mask is not None and attn_mask.shape[-1] != k.shape[2]:
+                # The mask covers the new tokens; cached past tokens are visible to all.
+                past = attn_mask.new_ones(attn_mask.shape[0], k.shape[2] - attn_mask.shape[-1])
+                attn_mask = torch.cat((past, attn_mask), dim=-1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.proj(out.transpose(1, 2).reshape(B, T, C))
+
+
+def block_causal_mask(num_frames: int, tokens_per_frame: int, device=None) -> Tensor:
+    """Bool mask [S*P, S*P]: a token sees all tokens of its own frame and of earlier frames."""
+    frame = torch.arange(num_frames, device=device).repeat_interleave(tokens_per_frame)
+    return frame[:, None] >= frame[None, :]

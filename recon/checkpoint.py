@@ -1,0 +1,166 @@
+"""Loading and saving weights.
+
+Own format: a safetensors file whose metadata holds {"format": "streamrecon", "config":
+<ModelConfig as JSON>}, so a file alone rebuilds its model.
+
+Interop: public VGGT-1B and StreamVGGT state dicts (`.pt`/`.pth` or `.safetensors`, the
+1797-tensor layout) load into the `vggt-1b` / `streamvggt` presets, strictly on keys and
+shapes. `.pt` files are opened with `weights_only=True`, so no pickled code ever runs.
+
+Every failure is a `CheckpointError` with a one-line message that names the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .config import ModelConfig, get_preset
+
+FORMAT = "streamrecon"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message is one line and names the file."""
+
+
+def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, extra: dict | None = None) -> None:
+    """Write the model's weights and config atomically (temp file, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": json.dumps(model.config.to_dict())}
+    if extra:
+        meta["extra"] = json.dumps(extra)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], ModelConfig | None]:
+    """Read a state dict (and the embedded config, for our own format) from a file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint is not a file: {path}")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        return _read_torch(path), None
+    raise CheckpointError(f"{path}: unknown checkpoint extension (expected .safetensors, .pt or .pth)")
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], ModelConfig | None]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises several types for bad headers/truncation
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint (corrupt or truncated): {_short(e)}")
+    config = None
+    if meta.get("format") == FORMAT:
+        try:
+            config = ModelConfig.from_dict(json.loads(meta["config"]))
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{path}: embedded model config is invalid: {_short(e)}")
+    return state, config
+
+
+def _read_torch(path: Path) -> dict[str, Tensor]:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, zip errors, refused globals: all mean "not usable"
+        raise CheckpointError(f"{path} is not a loadable weights-only PyTorch checkpoint: {_short(e)}")
+    # Training checkpoints wrap the weights: {"model": {...}} or {"state_dict": {...}}.
+    for key in ("model", "state_dict", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not contain a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, Tensor], path: str | os.PathLike) -> None:
+    """Strict key and shape check with a one-line report of the first mismatches."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    name = getattr(getattr(model, "config", None), "name", type(model).__name__)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:3])})")
+        raise CheckpointError(f"{path} does not match the {name} architecture: {'; '.join(parts)}")
+    wrong = [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(
+            f"{path} does not match the {name} architecture: {len(wrong)} shape mismatches "
+            f"(first: {k} is {list(state[k].shape)} in the file, {list(expected[k].shape)} in the model)"
+        )
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    state, _ = read_checkpoint(path)
+    check_state_dict(model, state, path)
+    model.load_state_dict(state, strict=True)
+
+
+def shipped_weights(preset: str) -> Path | None:
+    path = WEIGHTS_DIR / f"{preset}.safetensors"
+    return path if path.is_file() else None
+
+
+def load_model(spec: str, preset: str | None = None, device: str | torch.device = "cpu"):
+    """Build a model from a preset name (with its shipped weights, if any) or a file.
+
+    For a file without an embedded config (public VGGT/StreamVGGT weights) `preset`
+    picks the architecture, default "vggt-1b".
+    Returns (model, weights_path or None).
+    """
+    from .model import GeometryTransformer
+
+    path = Path(spec)
+    looks_like_file = path.suffix in (".safetensors", ".pt", ".pth", ".bin", ".ckpt") or os.sep in spec
+    if not looks_like_file:
+        config = get_preset(spec)  # ValueError for an unknown preset
+        model = GeometryTransformer(config)
+        weights = shipped_weights(spec)
+        if weights is not None:
+            load_weights(model, weights)
+        return model.to(device).eval(), weights
+    state, config = read_checkpoint(path)
+    if config is None:
+        config = get_preset(preset or "vggt-1b")
+    elif preset is not None:
+        config = config.replace(camera_cache_layout=get_preset(preset).camera_cache_layout)
+    # Built on the meta device and filled by assignment: no second copy of a 5 GB model.
+    with torch.device("meta"):
+        model = GeometryTransformer(config)
+    check_state_dict(model, state, path)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.to(device).eval(), path
+
+
+def _short(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return (text[:160] + "...") if len(text) > 160 else (text or type(e).__name__)

@@ -1,0 +1,41 @@
+"""Memory strategies: how a stream keeps (or forgets) its past.
+
+Each strategy builds the `StreamState` a model streams with. Strategies are looked up by
+name, so the session and the CLI never special-case them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from recon.attention import FullKVCache, StreamState
+
+StrategyFactory = Callable[..., StreamState]
+_STRATEGIES: dict[str, StrategyFactory] = {}
+
+
+def register(name: str) -> Callable[[StrategyFactory], StrategyFactory]:
+    def wrap(factory: StrategyFactory) -> StrategyFactory:
+        _STRATEGIES[name] = factory
+        return factory
+
+    return wrap
+
+
+def available() -> list[str]:
+    return sorted(_STRATEGIES)
+
+
+def make_state(name: str, model, **options) -> StreamState:
+    if name not in _STRATEGIES:
+        raise ValueError(f"unknown memory strategy {name!r}; available: {', '.join(available())}")
+    return _STRATEGIES[name](model, **options)
+
+
+@register("full")
+def full(model) -> StreamState:
+    """Causal KV cache of every past frame (StreamVGGT behaviour); memory grows per frame."""
+    return StreamState(
+        temporal=FullKVCache(model.config.depth),
+        camera=FullKVCache(model.camera_head.num_cache_slots),
+    )

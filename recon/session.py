@@ -1,0 +1,127 @@
+"""Streaming session: frames in, one `FramePrediction` per frame out.
+
+    model, _ = load_model("tiny")
+    rec = Reconstructor(model, memory="full")
+    for image in frames:              # HxWx3 RGB uint8 (or see recon.preprocess)
+        pred = rec.step(image)        # pose, intrinsics, depth, point map, confidences
+
+All arrays in a FramePrediction are numpy on the CPU, at model resolution unless named
+otherwise; conventions are those of recon.align.pose_encoding (OpenCV camera-from-world,
+world = first camera).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import memory as memory_strategies
+from .device import autocast_for, resolve_device
+from .preprocess import ImageTransform, preprocess_frame
+
+
+@dataclass
+class FramePrediction:
+    index: int
+    timestamp: float
+    extrinsic: np.ndarray  # [3, 4] camera-from-world
+    intrinsic: np.ndarray  # [3, 3] pixels of the model input
+    intrinsic_original: np.ndarray  # [3, 3] pixels of the original image
+    depth: np.ndarray  # [H, W]
+    depth_conf: np.ndarray  # [H, W]
+    world_points: np.ndarray  # [H, W, 3]
+    points_conf: np.ndarray  # [H, W]
+    image: np.ndarray  # [H, W, 3] float32 RGB in [0, 1], the model input
+    transform: ImageTransform  # model <-> original pixel mapping
+    latency_s: float = 0.0
+
+    @property
+    def camera_center(self) -> np.ndarray:
+        R, t = self.extrinsic[:, :3], self.extrinsic[:, 3]
+        return -R.T @ t
+
+
+class Reconstructor:
+    """Runs a causal geometry transformer over a stream, one frame per `step`."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        memory: str = "full",
+        device: str | torch.device = "auto",
+        width: int | None = None,
+        mode: str = "crop",
+        **memory_options,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.memory = memory
+        self.memory_options = memory_options
+        self.width = width or model.config.default_width
+        self.mode = mode
+        self.state = memory_strategies.make_state(memory, self.model, **memory_options)
+        self._model_hw: tuple[int, int] | None = None
+
+    def reset(self) -> None:
+        """Forget the stream; the next frame starts a new world frame."""
+        self.state = memory_strategies.make_state(self.memory, self.model, **self.memory_options)
+        self._model_hw = None
+
+    @property
+    def num_frames(self) -> int:
+        return self.state.num_frames
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the stream's caches and states."""
+        return self.state.nbytes()
+
+    def preprocess(self, frame, bgr: bool = False):
+        # Every frame of a stream shares the first frame's model resolution.
+        if self._model_hw is None:
+            pre = preprocess_frame(frame, mode=self.mode, target_width=self.width, bgr=bgr)
+            self._model_hw = tuple(pre.image.shape[-2:])
+            return pre
+        return preprocess_frame(frame, mode=self.mode, size=self._model_hw, bgr=bgr)
+
+    @torch.inference_mode()
+    def step(self, frame, timestamp: float | None = None, bgr: bool = False) -> FramePrediction:
+        """Consume one frame (HxW[xC] array, see recon.preprocess) and predict its geometry."""
+        start = time.perf_counter()
+        pre = self.preprocess(frame, bgr=bgr)
+        index = self.state.num_frames
+        images = pre.image.to(self.device, non_blocking=True)[None, None]
+        with autocast_for(self.device):
+            out = self.model(images, state=self.state)
+        pred = _to_prediction(out, pre, index, time.time() if timestamp is None else timestamp)
+        pred.latency_s = time.perf_counter() - start
+        return pred
+
+    @torch.inference_mode()
+    def forward_batch(self, images: torch.Tensor, causal: bool = True) -> dict:
+        """Offline forward over [S, 3, H, W] or [B, S, 3, H, W] model-ready images
+        (block-causal by default, bidirectional with causal=False); no stream state."""
+        with autocast_for(self.device):
+            return self.model(images.to(self.device), causal=causal)
+
+
+def _to_prediction(out: dict, pre, index: int, timestamp: float) -> FramePrediction:
+    def np0(name: str) -> np.ndarray:
+        return out[name][0, 0].float().cpu().numpy()
+
+    intrinsic = np0("intrinsic")
+    return FramePrediction(
+        index=index,
+        timestamp=float(timestamp),
+        extrinsic=np0("extrinsic"),
+        intrinsic=intrinsic,
+        intrinsic_original=np.asarray(pre.transform.intrinsics_to_original(intrinsic), dtype=np.float32),
+        depth=np0("depth"),
+        depth_conf=np0("depth_conf"),
+        world_points=np0("world_points"),
+        points_conf=np0("world_points_conf"),
+        image=pre.image.permute(1, 2, 0).numpy(),
+        transform=pre.transform,
+    )
