@@ -84,7 +84,12 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], ModelConfig | None
 
 def _read_torch(path: Path) -> dict[str, Tensor]:
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:  # memory-mapped: a 5 GB checkpoint is not read twice into RAM
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)  # legacy format
     except Exception as e:  # pickle errors, zip errors, refused globals: all mean "not usable"
         raise CheckpointError(f"{path} is not a loadable weights-only PyTorch checkpoint: {_short(e)}")
     # Training checkpoints wrap the weights: {"model": {...}} or {"state_dict": {...}}.
@@ -122,7 +127,7 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, Tensor], path: str
 def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     state, _ = read_checkpoint(path)
     check_state_dict(model, state, path)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True)  # copies into the model's own dtype
 
 
 def shipped_weights(preset: str) -> Path | None:
@@ -158,7 +163,8 @@ def load_model(spec: str, preset: str | None = None, device: str | torch.device 
         model = GeometryTransformer(config)
     check_state_dict(model, state, path)
     model.load_state_dict(state, strict=True, assign=True)
-    return model.to(device).eval(), path
+    # Half-precision files load as fp32; the device decides the compute precision.
+    return model.float().to(device).eval(), path
 
 
 def _short(e: Exception) -> str:
