@@ -52,11 +52,12 @@ class _LayerSlot:
 class FullKVCache(KVCache):
     """Keeps every past token (StreamVGGT behaviour). Memory grows linearly with frames.
 
-    Storage is one preallocated buffer per layer that grows geometrically, so appending a
-    frame is a copy of that frame only; the whole cache is copied O(log T) times in total.
+    Storage is one preallocated buffer per layer that grows geometrically (x1.25), so
+    appending a frame copies that frame only, the whole cache is copied O(log T) times in
+    total, and at most a quarter of the buffer is unused capacity.
     """
 
-    def __init__(self, num_layers: int, initial_tokens: int = 0, growth: float = 2.0) -> None:
+    def __init__(self, num_layers: int, initial_tokens: int = 0, growth: float = 1.25) -> None:
         super().__init__(num_layers)
         self.initial_tokens = initial_tokens
         self.growth = growth

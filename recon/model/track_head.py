@@ -24,7 +24,14 @@ import torch.nn as nn
 from torch import Tensor
 
 from recon.model.dpt_head import DPTHead
-from recon.model.track_modules import CorrPyramid, Mlp, UpdateFormer, flow_embedding, grid_embedding, sample_points
+from recon.model.track_modules import (
+    CorrPyramid,
+    Mlp,
+    UpdateFormer,
+    flow_embedding,
+    grid_embedding,
+    sample_points,
+)
 
 
 class TrackPredictor(nn.Module):
@@ -51,7 +58,7 @@ class TrackPredictor(nn.Module):
         self.corr_radius = corr_radius
         self.max_scale = max_scale
         self.predict_conf = predict_conf
-        # Token = [flow code (latent) | flow/max_scale twice (4) | correlation (latent) | track feature (latent)].
+        # Token: [flow code (latent) | flow/max_scale twice (4) | correlation (latent) | feature (latent)].
         self.transformer_dim = 3 * latent_dim + 4
 
         self.corr_mlp = Mlp(corr_levels * (2 * corr_radius + 1) ** 2, hidden_size, latent_dim)
@@ -77,8 +84,9 @@ class TrackPredictor(nn.Module):
         feats = sample_points(fmaps[:, 0], query)[:, :, None].expand(B, N, S, C)  # B,N,S,C
         corr = CorrPyramid(fmaps, self.corr_levels, self.corr_radius)
 
-        # Constant over iterations: coords of frame 0 stay pinned to the query.
-        grid_pe = grid_embedding(self.transformer_dim, h, w).to(fmaps.device, fmaps.dtype)
+        # Constant over iterations: coords of frame 0 stay pinned to the query. The table is
+        # float32 and sampled in float32 whatever the compute dtype, like the reference.
+        grid_pe = grid_embedding(self.transformer_dim, h, w).to(fmaps.device)
         pos = sample_points(grid_pe.expand(B, -1, -1, -1), query)[:, :, None]  # B,N,1,D
         ref = self.query_ref_token
         ref = torch.cat([ref[:, :1], ref[:, 1:].expand(-1, S - 1, -1)], dim=1)[:, None]  # 1,1,S,D

@@ -47,13 +47,14 @@ def flow_embedding(xy: Tensor, dim: int) -> Tensor:
     """Sin/cos code of 2D displacements: ``[..., 2] -> [..., 2*dim]``.
 
     Each axis gets ``dim`` channels, sin and cos interleaved per frequency; x first.
+    The result is float32 whatever the input dtype, as in the checkpoints' reference code.
     """
     freqs = torch.arange(0, dim, 2, device=xy.device, dtype=torch.float32) * (1000.0 / dim)
     parts = []
     for axis in range(2):
-        ang = xy[..., axis : axis + 1].float() * freqs
+        ang = xy[..., axis : axis + 1] * freqs
         parts.append(torch.stack([torch.sin(ang), torch.cos(ang)], dim=-1).flatten(-2))
-    return torch.cat(parts, dim=-1)
+    return torch.cat(parts, dim=-1).float()
 
 
 def _axis_sincos(dim: int, pos: Tensor) -> Tensor:
