@@ -59,6 +59,11 @@ class Attention(nn.Module):
         if rope is not None:
             q = RotaryEmbedding2D.apply(q, *rope)
             k = RotaryEmbedding2D.apply(k, *rope)
+        if torch.is_autocast_enabled(x.device.type):
+            # LayerNorm/RoPE come out of autocast in fp32; cache and attend in bf16 instead
+            # of keeping fp32 keys around (half the cache memory and bandwidth).
+            dtype = torch.get_autocast_dtype(x.device.type)
+            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
         if kv is not None:
             k, v = kv.update(k, v)
             if attn_mask is not None and attn_mask.shape[-1] != k.shape[2]:

@@ -124,6 +124,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _git_commit() -> str | None:
+    if os.environ.get("RECON_COMMIT"):  # copies of the tree without .git (e.g. a GPU box)
+        return os.environ["RECON_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).parent)
