@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from .atomic import atomic_path, write_text_atomic
 from .config import ModelConfig, get_preset
 
 FORMAT = "streamrecon"
@@ -30,35 +30,70 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be used; the message is one line and names the file."""
 
 
-def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, extra: dict | None = None) -> None:
-    """Write the model's weights and config atomically (temp file, then rename)."""
+def save_checkpoint(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    extra: dict | None = None,
+    dtype: torch.dtype | None = None,
+    max_shard_bytes: int | None = None,
+) -> list[Path]:
+    """Write the model's weights and config atomically; returns the files written.
+
+    dtype: cast floating-point tensors (e.g. torch.float16 for shipping).
+    max_shard_bytes: split larger checkpoints into `<stem>-00001-of-0000N.safetensors`
+    shards plus a `<stem>.index.json` (key -> shard), the common sharded layout.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        state[k] = (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
     meta = {"format": FORMAT, "config": json.dumps(model.config.to_dict())}
     if extra:
         meta["extra"] = json.dumps(extra)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    if not max_shard_bytes or total <= max_shard_bytes:
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata=meta)
+        return [path]
+    shards: list[dict[str, Tensor]] = [{}]
+    size = 0
+    for k, v in state.items():
+        nbytes = v.numel() * v.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][k] = v
+        size += nbytes
+    written, weight_map = [], {}
+    for i, shard in enumerate(shards, start=1):
+        name = f"{path.stem}-{i:05d}-of-{len(shards):05d}.safetensors"
+        with atomic_path(path.parent / name) as tmp:
+            save_file(shard, str(tmp), metadata=meta)
+        written.append(path.parent / name)
+        weight_map.update({k: name for k in shard})
+    index = path.parent / f"{path.stem}.index.json"
+    write_text_atomic(index, json.dumps({**meta, "weight_map": weight_map}, indent=1))
+    return [*written, index]
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], ModelConfig | None]:
     """Read a state dict (and the embedded config, for our own format) from a file."""
     path = Path(path)
+    if path.suffix == ".safetensors" and not path.exists():
+        index = path.with_name(f"{path.stem}.index.json")
+        if index.exists():
+            path = index
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint is not a file: {path}")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
+    if path.name.endswith(".index.json"):
+        return _read_sharded(path)
     if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
         return _read_torch(path), None
     raise CheckpointError(f"{path}: unknown checkpoint extension (expected .safetensors, .pt or .pth)")
@@ -79,6 +114,26 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], ModelConfig | None
             config = ModelConfig.from_dict(json.loads(meta["config"]))
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{path}: embedded model config is invalid: {_short(e)}")
+    return state, config
+
+
+def _read_sharded(index: Path) -> tuple[dict[str, Tensor], ModelConfig | None]:
+    try:
+        spec = json.loads(index.read_text())
+        files = sorted(set(spec["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index} is not a valid checkpoint index: {_short(e)}")
+    state: dict[str, Tensor] = {}
+    config = None
+    for name in files:
+        shard = index.parent / name
+        if not shard.is_file():
+            raise CheckpointError(f"{index}: shard {name} is missing")
+        part, config = _read_safetensors(shard)
+        state.update(part)
+    missing = set(spec["weight_map"]) - set(state)
+    if missing:
+        raise CheckpointError(f"{index}: {len(missing)} tensors listed in the index are not in the shards")
     return state, config
 
 
@@ -131,8 +186,10 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
 
 
 def shipped_weights(preset: str) -> Path | None:
-    path = WEIGHTS_DIR / f"{preset}.safetensors"
-    return path if path.is_file() else None
+    for name in (f"{preset}.safetensors", f"{preset}.index.json"):
+        if (WEIGHTS_DIR / name).is_file():
+            return WEIGHTS_DIR / name
+    return None
 
 
 def load_model(spec: str, preset: str | None = None, device: str | torch.device = "cpu"):
@@ -145,7 +202,7 @@ def load_model(spec: str, preset: str | None = None, device: str | torch.device 
     from .model import GeometryTransformer
 
     path = Path(spec)
-    looks_like_file = path.suffix in (".safetensors", ".pt", ".pth", ".bin", ".ckpt") or os.sep in spec
+    looks_like_file = path.suffix in (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".json") or os.sep in spec
     if not looks_like_file:
         config = get_preset(spec)  # ValueError for an unknown preset
         model = GeometryTransformer(config)

@@ -30,7 +30,7 @@ def _one_line_error(excinfo, path) -> str:
 def test_own_format_round_trip(tmp_path, reduced_model):
     path = tmp_path / "model.safetensors"
     save_checkpoint(reduced_model, path)
-    assert not list(tmp_path.glob(".*.tmp")), "temporary file left behind"
+    assert not list(tmp_path.glob(".*")), "temporary file left behind"
     loaded, where = load_model(str(path))
     assert where == path and loaded.config == reduced_model.config
     images = torch.rand(1, 2, 3, 42, 70)
@@ -128,3 +128,18 @@ def test_shape_mismatch_names_the_key(tmp_path, reduced_model):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown model preset"):
         load_model("vggt-7b")
+
+
+def test_sharded_fp16_checkpoint_round_trip(tmp_path, reduced_model):
+    files = save_checkpoint(reduced_model, tmp_path / "m.safetensors", dtype=torch.float16, max_shard_bytes=1_000_000)
+    shards = [f for f in files if f.suffix == ".safetensors"]
+    assert len(shards) >= 2 and all(f.stat().st_size <= 1_100_000 for f in shards)
+    assert files[-1].name == "m.index.json"
+    model, _ = load_model(str(tmp_path / "m.safetensors"))  # resolves to the index
+    ref = reduced_model.state_dict()
+    for k, v in model.state_dict().items():
+        assert v.dtype == torch.float32
+        assert torch.allclose(v, ref[k].half().float()), k
+    (shards[0]).unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        load_model(str(files[-1]))

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from recon.attention import RotaryEmbedding2D, StreamState, block_causal_mask, grid_positions
 
@@ -64,6 +65,8 @@ class Aggregator(nn.Module):
         self.register_token = nn.Parameter(torch.randn(1, 2, num_register_tokens, embed_dim) * 1e-6)
         self.patch_start_idx = 1 + num_register_tokens
         self._rope_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+        # Recompute block activations in the backward pass instead of storing them.
+        self.gradient_checkpointing = False
 
     def _special_tokens(self, B: int, S: int, first_index: int) -> Tensor:
         """Camera + register tokens for frames first_index .. first_index+S-1: [B*S, 1+R, C]."""
@@ -108,11 +111,16 @@ class Aggregator(nn.Module):
         if causal and S > 1:
             mask = block_causal_mask(S, P, device=tokens.device)
 
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+
+        def run(block: nn.Module, x: Tensor, **kw) -> Tensor:
+            return checkpoint(block, x, use_reentrant=False, **kw) if recompute else block(x, **kw)
+
         outputs: list[Tensor | None] = []
         for i in range(self.depth):
-            tokens = self.frame_blocks[i](tokens.reshape(B * S, P, C), rope=frame_rope)
+            tokens = run(self.frame_blocks[i], tokens.reshape(B * S, P, C), rope=frame_rope)
             frame_out = tokens.reshape(B, S, P, C)
             kv = state.temporal.layer(i) if state is not None else None
-            tokens = self.global_blocks[i](tokens.reshape(B, S * P, C), rope=temporal_rope, attn_mask=mask, kv=kv)
+            tokens = run(self.global_blocks[i], tokens.reshape(B, S * P, C), rope=temporal_rope, attn_mask=mask, kv=kv)
             outputs.append(torch.cat((frame_out, tokens.reshape(B, S, P, C)), dim=-1) if i in keep else None)
         return outputs, self.patch_start_idx

@@ -1,0 +1,90 @@
+"""Training targets and losses for the geometry transformer (VGGT recipe).
+
+Shapes: B clips, S frames, H x W pixels.
+  extrinsic [B, S, 3, 4] camera-from-world, intrinsic [B, S, 3, 3], depth [B, S, H, W],
+  valid [B, S, H, W] bool.
+
+Targets are expressed in the first camera's frame and divided by one scale per clip (the
+mean distance of valid points to the first camera), so the model learns scale-normalised
+geometry; predictions are compared to these targets directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from recon.align import extri_intri_to_pose_encoding, unproject_depth
+from recon.align.se3 import to_homogeneous
+
+
+@dataclass
+class Targets:
+    pose_enc: Tensor  # [B, S, 9]
+    depth: Tensor  # [B, S, H, W]
+    world_points: Tensor  # [B, S, H, W, 3]
+    valid: Tensor  # [B, S, H, W]
+    scale: Tensor  # [B] metres per normalised unit
+
+
+def make_targets(extrinsic: Tensor, intrinsic: Tensor, depth: Tensor, valid: Tensor) -> Targets:
+    H, W = depth.shape[-2:]
+    valid = valid & (depth > 0) & torch.isfinite(depth)
+    # Re-express every camera relative to the first: E_i' = E_i @ E_0^-1.
+    first_inv = torch.linalg.inv(to_homogeneous(extrinsic[:, :1]))
+    rel = (to_homogeneous(extrinsic) @ first_inv)[..., :3, :4]
+    points = unproject_depth(depth, rel, intrinsic)  # first-camera frame
+    dist = points.norm(dim=-1)
+    count = valid.flatten(1).sum(1).clamp(min=1)
+    scale = ((dist * valid).flatten(1).sum(1) / count).clamp(min=1e-6)  # [B]
+    s = scale.view(-1, 1, 1, 1)
+    rel = torch.cat((rel[..., :3], rel[..., 3:] / s), dim=-1)
+    depth_n = torch.where(valid, depth / s, torch.zeros_like(depth))
+    points_n = torch.where(valid[..., None], points / s[..., None], torch.zeros_like(points))
+    return Targets(extri_intri_to_pose_encoding(rel, intrinsic, (H, W)), depth_n, points_n, valid, scale)
+
+
+def camera_loss(pose_enc_list: list[Tensor], target: Tensor, gamma: float = 0.6) -> Tensor:
+    """Huber loss on the pose encoding, summed over refinement iterations with later
+    iterations weighted more (gamma^(n-1-i))."""
+    n = len(pose_enc_list)
+    total = target.new_zeros(())
+    for i, pred in enumerate(pose_enc_list):
+        total = total + gamma ** (n - 1 - i) * F.huber_loss(pred.float(), target, delta=1.0)
+    return total
+
+
+def _gradients(x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Finite differences along W and H of x [..., H, W, C] where both pixels are valid."""
+    gx = x[..., :, 1:, :] - x[..., :, :-1, :]
+    gy = x[..., 1:, :, :] - x[..., :-1, :, :]
+    vx = valid[..., :, 1:] & valid[..., :, :-1]
+    vy = valid[..., 1:, :] & valid[..., :-1, :]
+    return gx, vx, gy, vy
+
+
+def confidence_loss(pred: Tensor, conf: Tensor, target: Tensor, valid: Tensor, alpha: float = 0.2) -> Tensor:
+    """Aleatoric regression loss: conf * |err| + conf * |grad err| - alpha * log(conf),
+    averaged over valid pixels. pred/target [B, S, H, W, C], conf/valid [B, S, H, W]."""
+    pred, conf = pred.float(), conf.float()
+    err = (pred - target).norm(dim=-1)
+    n = valid.sum().clamp(min=1)
+    loss = ((conf * err - alpha * torch.log(conf)) * valid).sum() / n
+    gx, vx, gy, vy = _gradients(pred - target, valid)
+    grad = (conf[..., :, 1:] * gx.norm(dim=-1) * vx).sum() / vx.sum().clamp(min=1)
+    grad = grad + (conf[..., 1:, :] * gy.norm(dim=-1) * vy).sum() / vy.sum().clamp(min=1)
+    return loss + grad
+
+
+def total_loss(out: dict, targets: Targets, weights: dict[str, float] | None = None) -> dict[str, Tensor]:
+    w = {"camera": 5.0, "depth": 1.0, "points": 1.0, **(weights or {})}
+    terms = {
+        "camera": camera_loss(out["pose_enc_list"], targets.pose_enc),
+        "depth": confidence_loss(out["depth"][..., None], out["depth_conf"], targets.depth[..., None], targets.valid),
+        "points": confidence_loss(out["world_points"], out["world_points_conf"], targets.world_points, targets.valid),
+    }
+    terms["total"] = sum(w[k] * v for k, v in terms.items())
+    return terms
