@@ -14,3 +14,13 @@ def naive_softmax_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return (scores.softmax(dim=-1) @ v.float()).to(q.dtype)
+
+
+def redundancy_scores(keys: Tensor) -> Tensor:
+    """Cosine similarity of each key to the mean normalised key of the set, per head.
+
+    keys [B, H, N, D] -> scores [B, H, N] (higher = more redundant, evicted first).
+    """
+    kn = torch.nn.functional.normalize(keys.float(), dim=-1)
+    mean = torch.nn.functional.normalize(kn.mean(dim=2, keepdim=True), dim=-1)  # [B, H, 1, D]
+    return (kn * mean).sum(dim=-1)

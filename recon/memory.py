@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from recon.attention import FullKVCache, StreamState
+from recon.attention import FullKVCache, RollingKVCache, StreamState
 
 StrategyFactory = Callable[..., StreamState]
 _STRATEGIES: dict[str, StrategyFactory] = {}
@@ -38,4 +38,23 @@ def full(model) -> StreamState:
     return StreamState(
         temporal=FullKVCache(model.config.depth),
         camera=FullKVCache(model.camera_head.num_cache_slots),
+    )
+
+
+@register("rolling")
+def rolling(
+    model,
+    budget_tokens: int | None = None,
+    budget_mb: float | None = None,
+    budget_frames: int | None = None,
+    camera_budget_frames: int = 256,
+) -> StreamState:
+    """Bounded cache: anchor frame + the least redundant past tokens (InfiniteVGGT
+    behaviour). Budget in tokens (per head, summed over layers), MB, or frames' worth of
+    tokens (default 64 frames). With no bound at all, use `full`."""
+    if budget_tokens is None and budget_mb is None and budget_frames is None:
+        budget_frames = 64
+    return StreamState(
+        temporal=RollingKVCache(model.config.depth, budget_tokens, budget_mb, budget_frames),
+        camera=RollingKVCache(model.camera_head.num_cache_slots, budget_frames=camera_budget_frames, rebalance=False),
     )
