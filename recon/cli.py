@@ -1,36 +1,177 @@
 """The `recon` command line.
 
-Every error a user can cause (bad paths, wrong checkpoints, unknown presets, missing
-devices) is reported as one line on stderr with a non-zero exit code, never a traceback.
+    recon run SOURCE [--model tiny] [--memory full] [--viewer spawn|web|none] [--out DIR] ...
+    recon demo                      # synthetic scene, shipped weights, recording + exports + metrics
+    recon batch INPUT_DIR --out DIR # every video / image folder inside, resumable, torchrun-shardable
+    recon eval DATASET --out DIR    # score against ground truth (TUM, 7-Scenes, COLMAP, NeRF, folder)
+    recon train ... | recon bench ... | recon info MODEL
+
+Every error a user can cause (bad paths, corrupt videos, wrong checkpoints, unknown presets,
+missing cameras, unwritable outputs) is one line on stderr with a non-zero exit code.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
-from .checkpoint import CheckpointError
-
-EXIT_USAGE = 2
+EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+MEMORY_CHOICES = ("full", "rolling", "linear", "window")
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
+# -- shared pieces ---------------------------------------------------------------------------
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny", help="preset (tiny, small, vggt-1b, streamvggt) or checkpoint path "
+                                                   "(default: tiny with its shipped weights)")
+    p.add_argument("--preset", help="architecture of a checkpoint without embedded config (default vggt-1b)")
+    p.add_argument("--memory", default="full", choices=MEMORY_CHOICES, help="memory strategy (default: full)")
+    p.add_argument("--budget-mb", type=float, help="cache budget for --memory rolling, in MB")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    p.add_argument("--width", type=int, help="model input width in pixels, multiple of 14 (default: the model's)")
+
+
+def _add_output_args(p: argparse.ArgumentParser, default_export: str = "ply,traj") -> None:
+    p.add_argument("--out", help="output folder for exports")
+    p.add_argument("--export", default=default_export,
+                   help=f"comma list of ply,traj,colmap,depth,mesh (default: {default_export}; needs --out)")
+    p.add_argument("--conf-threshold", type=float, default=1.5, help="minimum confidence of exported/viewed points")
+
+
+def _reconstructor(args):
+    from .checkpoint import load_model
+    from .device import resolve_device
+    from .session import Reconstructor
+
+    device = resolve_device(args.device)
+    model, weights = load_model(args.model, preset=args.preset, device=device)
+    if weights is None:
+        print(f"recon: warning: no weights for {args.model!r}; using random initialisation", file=sys.stderr)
+    options = {"budget_mb": args.budget_mb} if args.budget_mb is not None and args.memory == "rolling" else {}
+    return Reconstructor(model, memory=args.memory, device=device, width=args.width, **options)
+
+
+def _exporter(args):
+    if not args.out:
+        return None
+    from .export import Exporter
+
+    return Exporter(args.out, args.export, conf_threshold=args.conf_threshold)
+
+
+def _viewer(args, default_rrd: str | None = None):
+    mode = getattr(args, "viewer", "none")
+    rrd = getattr(args, "rrd", None) or default_rrd
+    if mode == "none" and rrd is None:
+        return None
+    from recon.viewer.rerun_logger import RerunLogger
+
+    logger = RerunLogger(spawn=mode == "spawn", web=mode == "web", rrd=rrd, conf_threshold=args.conf_threshold)
+    if logger.url:
+        print(f"web viewer: {logger.url}", flush=True)
+    return logger
+
+
+def _report(summary, what: str = "") -> None:
+    line = f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} FPS)"
+    if summary.dropped:
+        line += f", {summary.dropped} dropped"
+    if summary.disconnected:
+        line += ", source disconnected"
+    if summary.interrupted:
+        line += ", interrupted"
+    print(f"{what}{line}")
+    for kind, path in summary.outputs.items():
+        print(f"  {kind:10s} {path}")
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    from recon.datasets.sources import open_source
+
+    from .pipeline import run_stream
+
+    exporter = _exporter(args)  # checks the output folder before anything heavy happens
+    rec = _reconstructor(args)
+    source = open_source(args.source, stride=args.stride, target_fps=args.fps, start=args.start,
+                         max_frames=args.max_frames)  # fmt: skip
+    viewer = _viewer(args)
+    summary = run_stream(source, rec, viewer=viewer, exporter=exporter, progress=not args.quiet)
+    _report(summary)
+    return EXIT_INTERRUPTED if summary.interrupted else 0
+
+
+def cmd_demo(args) -> int:
+    from recon.datasets.synthetic import SyntheticSequence
+    from recon.datasets.sources import SequenceSource
+
+    from .evaluate import SequenceEvaluator, format_metrics
+    from .pipeline import run_stream
+
+    out = Path(args.out)
+    args.export = args.export or "ply,traj"
+    exporter = _exporter(args)
+    rec = _reconstructor(args)
+    sequence = SyntheticSequence(seed=args.seed, num_frames=args.frames, height=args.render_size, width=args.render_size)
+    evaluator = SequenceEvaluator(f"synthetic-{args.seed}")
+    viewer = _viewer(args, default_rrd=str(out / "recording.rrd"))
+    summary = run_stream(SequenceSource(sequence), rec, viewer=viewer, exporter=exporter,
+                         on_prediction=evaluator.add, progress=not args.quiet)  # fmt: skip
+    if viewer is not None and viewer.rrd is not None:
+        summary.outputs["recording"] = viewer.rrd
+    metrics = evaluator.compute()
+    summary.outputs.update({f"report_{k}": v for k, v in evaluator.write(out, metrics).items()})
+    _report(summary, what="demo: ")
+    print(f"metrics against the scene's ground truth: {format_metrics(metrics)}")
+    return EXIT_INTERRUPTED if summary.interrupted else 0
+
+
+def cmd_eval(args) -> int:
+    from recon.datasets.readers import open_sequence
+    from recon.datasets.sources import SequenceSource
+
+    from .evaluate import SequenceEvaluator, format_metrics
+    from .pipeline import run_stream
+
+    sequence = open_sequence(args.dataset)
+    if not sequence.has_ground_truth():
+        raise ValueError(f"{args.dataset}: no ground-truth poses to evaluate against")
+    out = Path(args.out)
+    exporter = _exporter(args)
+    rec = _reconstructor(args)
+    evaluator = SequenceEvaluator(Path(args.dataset).name)
+    summary = run_stream(SequenceSource(sequence, max_frames=args.max_frames), rec, exporter=exporter,
+                         on_prediction=evaluator.add, progress=not args.quiet)  # fmt: skip
+    metrics = evaluator.compute()
+    summary.outputs.update(evaluator.write(out, metrics))
+    _report(summary, what="eval: ")
+    print(f"{evaluator.name}: {format_metrics(metrics)}")
+    return EXIT_INTERRUPTED if summary.interrupted else 0
+
+
+def cmd_batch(args) -> int:
+    from .batch import run_batch
+
+    return run_batch(args)
+
+
+def cmd_bench(args) -> int:
     from .bench import run
 
     run(args)
     return 0
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
+def cmd_info(args) -> int:
     from .checkpoint import load_model
 
     model, weights = load_model(args.model, preset=args.preset)
-    n = sum(p.numel() for p in model.parameters())
     c = model.config
     print(f"model      {c.name}")
     print(f"weights    {weights if weights else 'random initialisation (no shipped weights for this preset)'}")
-    print(f"parameters {n:,}")
+    print(f"parameters {sum(p.numel() for p in model.parameters()):,}")
     print(f"tensors    {len(model.state_dict())}")
     print(f"shape      embed {c.embed_dim}, depth {c.depth}, heads {c.num_heads}, patch {c.patch_size}, "
           f"default width {c.default_width}")
@@ -41,32 +182,94 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .bench import add_arguments as bench_arguments
 
-    parser = argparse.ArgumentParser(prog="recon", description="Streaming 3D reconstruction.")
+    parser = argparse.ArgumentParser(prog="recon", description="Streaming 3D reconstruction.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--version", action="version", version=f"streamrecon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    run = sub.add_parser("run", help="reconstruct a webcam, stream, video file or image folder")
+    run.add_argument("source", help="webcam index or /dev/videoN, rtsp/http URL, video file, image folder, "
+                                    "or synthetic[:SEED]")
+    _add_model_args(run)
+    run.add_argument("--viewer", default="none", choices=("spawn", "web", "none"),
+                     help="spawn the native Rerun viewer, serve the web viewer, or none (default)")
+    run.add_argument("--rrd", help="also save a Rerun recording to this file")
+    _add_output_args(run)
+    run.add_argument("--stride", type=int, default=1, help="use every N-th frame")
+    run.add_argument("--fps", type=float, help="target frame rate (subsample files, throttle cameras)")
+    run.add_argument("--start", type=int, default=0, help="skip the first N frames")
+    run.add_argument("--max-frames", type=int, help="stop after N frames")
+    run.add_argument("--quiet", action="store_true", help="no progress bar / status line")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="reconstruct the built-in synthetic scene and score it")
+    _add_model_args(demo)
+    demo.add_argument("--viewer", default="none", choices=("spawn", "web", "none"))
+    demo.add_argument("--rrd", help="recording path (default: OUT/recording.rrd)")
+    _add_output_args(demo)
+    demo.set_defaults(out="demo_out")
+    demo.add_argument("--seed", type=int, default=7, help="synthetic scene seed (default: 7)")
+    demo.add_argument("--frames", type=int, default=48, help="frames to render (default: 48)")
+    demo.add_argument("--render-size", type=int, default=224, help="rendered image side in pixels (default: 224)")
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    batch = sub.add_parser("batch", help="every video file / image folder in a folder, one output folder each")
+    batch.add_argument("input_dir", help="folder holding videos and/or image folders")
+    _add_model_args(batch)
+    _add_output_args(batch)
+    batch.add_argument("--stride", type=int, default=1)
+    batch.add_argument("--max-frames", type=int)
+    batch.add_argument("--force", action="store_true", help="redo inputs that already finished")
+    batch.add_argument("--quiet", action="store_true")
+    batch.set_defaults(func=cmd_batch)
+
+    ev = sub.add_parser("eval", help="reconstruct a dataset sequence and score it against its ground truth")
+    ev.add_argument("dataset", help="TUM / 7-Scenes / COLMAP / NeRF / image folder with a trajectory")
+    _add_model_args(ev)
+    _add_output_args(ev, default_export="traj")
+    ev.set_defaults(out="eval_out")
+    ev.add_argument("--max-frames", type=int)
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
     bench = sub.add_parser("bench", help="per-frame latency and memory against frame index")
     bench_arguments(bench)
-    bench.set_defaults(func=_cmd_bench)
+    bench.set_defaults(func=cmd_bench)
+
+    train = sub.add_parser("train", help="train a model (see `recon train --help`)", add_help=False)
+    train.add_argument("train_args", nargs=argparse.REMAINDER)
+    train.set_defaults(func=lambda a: __import__("recon.train", fromlist=["main"]).main(a.train_args))
 
     info = sub.add_parser("info", help="load a model (preset or checkpoint) and describe it")
-    info.add_argument("model", help="preset name (tiny, small, vggt-1b, streamvggt) or checkpoint path")
+    info.add_argument("model", help="preset name or checkpoint path")
     info.add_argument("--preset", help="architecture for checkpoints without an embedded config")
-    info.set_defaults(func=_cmd_info)
+    info.set_defaults(func=cmd_info)
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from recon.datasets.sources import SourceError
+
+    from .checkpoint import CheckpointError
+    from .export import ExportError
+
+    return (CheckpointError, SourceError, ExportError, ValueError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("recon: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (CheckpointError, ValueError, FileNotFoundError, PermissionError, NotADirectoryError) as e:
-        print(f"recon: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    except _user_errors() as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"recon: error: {message}", file=sys.stderr)
+        if os.environ.get("RECON_DEBUG"):
+            raise
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -1,0 +1,84 @@
+"""Scoring a stream against ground truth, the way the field does (see recon.eval).
+
+`SequenceEvaluator` subscribes to (prediction, frame) pairs like any other consumer and, at
+the end, reports ATE (Sim(3)-aligned, also as % of the ground-truth path length), RPE per
+frame, and depth AbsRel / delta<1.25 after one median scale for the whole sequence.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from recon.datasets.clips import depth_to_model
+from recon.datasets.trajectory import Trajectory
+from recon.datasets.types import Frame
+from recon.eval import ape, depth_metrics, rpe, write_report
+
+from .session import FramePrediction
+
+
+class SequenceEvaluator:
+    def __init__(self, name: str = "sequence", max_depth_frames: int = 2000) -> None:
+        self.name = name
+        self.max_depth_frames = max_depth_frames
+        self._times: list[float] = []
+        self._pred_extrinsics: list[np.ndarray] = []
+        self._gt_extrinsics: list[np.ndarray] = []
+        self._pred_depth: list[np.ndarray] = []
+        self._gt_depth: list[np.ndarray] = []
+        self.frames = 0
+
+    def add(self, pred: FramePrediction, frame: Frame) -> None:
+        self.frames += 1
+        if frame.extrinsic is not None:
+            self._times.append(pred.timestamp)
+            self._pred_extrinsics.append(np.asarray(pred.extrinsic, np.float64))
+            self._gt_extrinsics.append(np.asarray(frame.extrinsic, np.float64))
+        if frame.depth is not None and len(self._pred_depth) < self.max_depth_frames:
+            self._pred_depth.append(pred.depth.astype(np.float32))
+            self._gt_depth.append(depth_to_model(frame.depth, pred.transform))
+
+    def compute(self) -> dict:
+        """Metrics as plain numbers (and the raw result objects under "_results")."""
+        out: dict = {"sequence": self.name, "frames": self.frames}
+        results: dict = {}
+        if len(self._gt_extrinsics) >= 3:
+            times = np.asarray(self._times)
+            ref = Trajectory.from_extrinsics(np.stack(self._gt_extrinsics), times)
+            est = Trajectory.from_extrinsics(np.stack(self._pred_extrinsics), times)
+            a = ape(ref, est, align="sim3", match=False)
+            r = rpe(ref, est, delta=1, delta_unit="f", align="sim3", match=False)
+            length = float(np.linalg.norm(np.diff(ref.positions, axis=0), axis=1).sum())
+            out.update(
+                ate_rmse=a.stats["rmse"], ate_pct_of_path=100 * a.stats["rmse"] / length if length > 0 else float("nan"),
+                path_length=length, sim3_scale=a.alignment.s, rpe_trans_rmse=r.trans_stats["rmse"],
+                rpe_rot_rmse_deg=r.rot_stats["rmse"],
+            )  # fmt: skip
+            results.update(ape=a, rpe=r)
+        if self._gt_depth:
+            d = depth_metrics(np.stack(self._pred_depth), np.stack(self._gt_depth), scale_mode="median")
+            out.update(depth_abs_rel=d.abs_rel, depth_delta1=d.delta1)
+            results["depth"] = d
+        out["_results"] = results
+        return out
+
+    def write(self, out_dir: str | os.PathLike, metrics: dict | None = None) -> dict[str, Path]:
+        metrics = metrics or self.compute()
+        res = metrics["_results"]
+        if "ape" not in res:
+            return {}
+        extra = {k: v for k, v in res.items() if k not in ("ape", "rpe")}
+        return write_report(out_dir, self.name, res["ape"], res.get("rpe"), extra=extra)
+
+
+def format_metrics(m: dict) -> str:
+    parts = []
+    if "ate_rmse" in m:
+        parts.append(f"ATE {m['ate_rmse']:.4f} ({m['ate_pct_of_path']:.2f}% of a {m['path_length']:.2f} path)")
+        parts.append(f"RPE {m['rpe_trans_rmse']:.4f} / {m['rpe_rot_rmse_deg']:.2f} deg")
+    if "depth_abs_rel" in m:
+        parts.append(f"depth AbsRel {m['depth_abs_rel']:.4f}, delta<1.25 {m['depth_delta1']:.3f}")
+    return "; ".join(parts) if parts else "no ground truth to score against"
