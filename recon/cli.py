@@ -93,10 +93,15 @@ def cmd_run(args) -> int:
 
     from .pipeline import run_stream
 
-    exporter = _exporter(args)  # checks the output folder before anything heavy happens
-    rec = _reconstructor(args)
+    # Cheap checks first (output folder, source), so bad input fails before a model loads.
+    exporter = _exporter(args)
     source = open_source(args.source, stride=args.stride, target_fps=args.fps, start=args.start,
                          max_frames=args.max_frames)  # fmt: skip
+    try:
+        rec = _reconstructor(args)
+    except BaseException:
+        source.close()
+        raise
     viewer = _viewer(args)
     summary = run_stream(source, rec, viewer=viewer, exporter=exporter, progress=not args.quiet)
     _report(summary)
