@@ -58,3 +58,13 @@ def rolling(
         temporal=RollingKVCache(model.config.depth, budget_tokens, budget_mb, budget_frames),
         camera=RollingKVCache(model.camera_head.num_cache_slots, budget_frames=camera_budget_frames, rebalance=False),
     )
+
+
+@register("window")
+def window(model, size: int = 20, overlap: int = 5, **options):
+    """Offline model over overlapping windows of `size` frames sharing `overlap`, each aligned
+    to the map by Sim(3) and layer-wise depth scale (see recon.windowed); predictions come
+    per window, so use `Reconstructor.push` / `flush`. Other options: `WindowConfig`'s."""
+    from recon.windowed import make_windowed_stream
+
+    return make_windowed_stream(model, size=size, overlap=overlap, **options)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,22 +75,32 @@ def run_stream(
     status = _Status(source, progress)
     start = last = time.perf_counter()
     fps = 0.0
+    pending: deque[Frame] = deque()  # frames pushed but not yet predicted (window strategy)
+
+    def deliver(pred: FramePrediction) -> None:
+        nonlocal fps, last
+        frame = pending.popleft()  # predictions come in frame order
+        now = time.perf_counter()
+        fps = 0.9 * fps + 0.1 / max(now - last, 1e-9) if summary.frames else 1.0 / max(now - last, 1e-9)
+        last = now
+        summary.frames += 1
+        stats = {"frame": pred.index, "fps": fps, "latency_ms": pred.latency_s * 1e3,
+                 "memory_mb": reconstructor.memory_bytes() / 2**20, "dropped": getattr(source, "dropped", 0)}  # fmt: skip
+        if exporter is not None:
+            exporter.add(pred, original_image=frame.image)
+        if viewer is not None:
+            viewer.log(pred, stats)
+        if on_prediction is not None:
+            on_prediction(pred, frame)
+        status.update(stats)
+
     try:
         for frame in source:
-            pred = reconstructor.step(frame.image, timestamp=frame.timestamp)
-            now = time.perf_counter()
-            fps = 0.9 * fps + 0.1 / max(now - last, 1e-9) if summary.frames else 1.0 / max(now - last, 1e-9)
-            last = now
-            summary.frames += 1
-            stats = {"frame": pred.index, "fps": fps, "latency_ms": pred.latency_s * 1e3,
-                     "memory_mb": reconstructor.memory_bytes() / 2**20, "dropped": getattr(source, "dropped", 0)}  # fmt: skip
-            if exporter is not None:
-                exporter.add(pred, original_image=frame.image)
-            if viewer is not None:
-                viewer.log(pred, stats)
-            if on_prediction is not None:
-                on_prediction(pred, frame)
-            status.update(stats)
+            pending.append(frame)
+            for pred in reconstructor.push(frame.image, timestamp=frame.timestamp):
+                deliver(pred)
+        for pred in reconstructor.flush():
+            deliver(pred)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:

@@ -86,9 +86,31 @@ class Reconstructor:
             return pre
         return preprocess_frame(frame, mode=self.mode, size=self._model_hw, bgr=bgr)
 
+    @property
+    def windowed(self) -> bool:
+        """True when predictions come per window (the `window` strategy), not per frame."""
+        return getattr(self.state, "emits_per_window", False)
+
+    def push(self, frame, timestamp: float | None = None, bgr: bool = False) -> list[FramePrediction]:
+        """Consume one frame; return the predictions that became available, in frame order.
+
+        Per-frame strategies return exactly this frame's prediction; `window` returns [] until
+        a window is complete, then that window's new frames. Call `flush()` at the end.
+        """
+        if not self.windowed:
+            return [self.step(frame, timestamp, bgr)]
+        pre = self.preprocess(frame, bgr=bgr)
+        return self.state.push(pre, time.time() if timestamp is None else timestamp)
+
+    def flush(self) -> list[FramePrediction]:
+        """End of stream: the predictions still held back (the last, short window)."""
+        return self.state.flush() if self.windowed else []
+
     @torch.inference_mode()
     def step(self, frame, timestamp: float | None = None, bgr: bool = False) -> FramePrediction:
         """Consume one frame (HxW[xC] array, see recon.preprocess) and predict its geometry."""
+        if self.windowed:
+            raise ValueError(f"memory strategy {self.memory!r} predicts per window: use push() and flush(), not step()")
         start = time.perf_counter()
         pre = self.preprocess(frame, bgr=bgr)
         index = self.state.num_frames

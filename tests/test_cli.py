@@ -39,10 +39,11 @@ def _run(capsys, *argv):
     return code, [line for line in err if not line.startswith("recon: warning")]
 
 
-def test_run_writes_exports_and_recording(tmp_path, capsys, small_model, frames_dir):
+@pytest.mark.parametrize("memory", ["full", "rolling", "window"])
+def test_run_writes_exports_and_recording(tmp_path, capsys, small_model, frames_dir, memory):
     out = tmp_path / "out"
     code = main(["run", str(frames_dir), "--model", small_model, "--out", str(out), "--export", "ply,traj",
-                 "--rrd", str(out / "rec.rrd"), "--width", "70", "--quiet"])
+                 "--rrd", str(out / "rec.rrd"), "--width", "70", "--quiet", "--memory", memory])
     assert code == 0
     assert (out / "points.ply").stat().st_size > 0 and (out / "rec.rrd").stat().st_size > 0
     assert len((out / "trajectory_tum.txt").read_text().strip().splitlines()) == 1 + 4
