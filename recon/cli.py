@@ -246,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("train_args", nargs=argparse.REMAINDER)
     train.set_defaults(func=lambda a: __import__("recon.train", fromlist=["main"]).main(a.train_args))
 
+    bm = sub.add_parser("benchmark", help="the frozen held-out benchmark (see `recon benchmark --help`)",
+                        add_help=False)
+    bm.add_argument("benchmark_args", nargs=argparse.REMAINDER)
+    bm.set_defaults(func=lambda a: __import__("recon.benchmark", fromlist=["main"]).main(a.benchmark_args))
+
     info = sub.add_parser("info", help="load a model (preset or checkpoint) and describe it")
     info.add_argument("model", help="preset name or checkpoint path")
     info.add_argument("--preset", help="architecture for checkpoints without an embedded config")

@@ -1,0 +1,124 @@
+"""The frozen held-out benchmark: fixed synthetic scenes the training never sees, plus the
+real TUM RGB-D frames in ../shared/data/tum_fr3_office_17kf.
+
+    recon benchmark --model tiny --memory full --out bench_out/      # one command
+
+Synthetic: seeds below recon.train.TRAIN_SEED_BASE (training never draws them), every
+family including HELD_OUT_FAMILIES (never used in training), every trajectory kind.
+Do not change BENCHMARK_SCENES: published numbers (docs/MODEL_CARD.md) refer to it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+HELD_OUT_FAMILIES = ("corridor",)
+TRAIN_FAMILIES = ("room", "tabletop", "outdoor")
+_TRAJECTORIES = ("handheld", "orbit", "forward", "rotation", "fast")
+# (seed, family, trajectory): 12 scenes, 3 per family.
+BENCHMARK_SCENES: tuple[tuple[int, str, str], ...] = tuple(
+    (1000 + i, ("room", "corridor", "tabletop", "outdoor")[i % 4], _TRAJECTORIES[i % 5]) for i in range(12)
+)
+TUM_FRAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "tum_fr3_office_17kf"
+
+
+def _run_sequence(rec, sequence, name: str, progress: bool) -> dict:
+    from recon.datasets.sources import SequenceSource
+
+    from .evaluate import SequenceEvaluator
+    from .pipeline import run_stream
+
+    rec.reset()
+    evaluator = SequenceEvaluator(name)
+    summary = run_stream(SequenceSource(sequence), rec, on_prediction=evaluator.add, progress=progress)
+    metrics = evaluator.compute()
+    metrics.pop("_results")
+    metrics["fps"] = summary.fps
+    return metrics
+
+
+def run_benchmark(rec, frames: int = 48, size: int = 224, tum: str | os.PathLike | None = TUM_FRAMES,
+                  colmap: bool = False, progress: bool = False) -> dict:  # fmt: skip
+    from recon.datasets.synthetic import SyntheticSequence
+
+    rows = []
+    for seed, family, trajectory in BENCHMARK_SCENES:
+        seq = SyntheticSequence(seed, frames, height=size, width=size, family=family, trajectory=trajectory)
+        row = _run_sequence(rec, seq, f"{family}-{trajectory}-{seed}", progress)
+        rows.append({"family": family, "trajectory": trajectory, **row})
+    synthetic = {k: float(np.nanmean([r[k] for r in rows])) for k in ("ate_pct_of_path", "depth_abs_rel",
+                                                                         "depth_delta1", "rpe_rot_rmse_deg")}  # fmt: skip
+    result = {"frames": frames, "size": size, "synthetic_mean": synthetic, "synthetic": rows}
+    if tum is not None and Path(tum).exists():
+        from recon.datasets.readers import open_sequence
+
+        sequence = open_sequence(tum)
+        result["tum"] = _run_sequence(rec, sequence, "tum_fr3_office_17kf", progress)
+        if colmap:
+            from recon.eval.colmap_baseline import KnownCamera, run_colmap_sfm, score_against_ground_truth
+
+            frames_ = list(sequence)
+            cam = KnownCamera(frames_[0].intrinsic, frames_[0].image.shape[1], frames_[0].image.shape[0])
+            sfm = run_colmap_sfm([f.image for f in frames_], camera=cam, max_image_size=320)
+            scored = score_against_ground_truth(sfm, np.stack([f.extrinsic for f in frames_]),
+                                                np.array([f.timestamp for f in frames_]), "tum_colmap")  # fmt: skip
+            scored.pop("_results", None)
+            result["tum_colmap"] = scored
+    return result
+
+
+def format_table(result: dict) -> str:
+    lines = ["| sequence | ATE % of path | RPE rot [deg] | depth AbsRel | delta<1.25 |", "|---|---|---|---|---|"]
+
+    def cell(v):
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+    for r in result["synthetic"]:
+        lines.append(f"| {r['sequence']} | {cell(r.get('ate_pct_of_path'))} | {cell(r.get('rpe_rot_rmse_deg'))} | "
+                     f"{cell(r.get('depth_abs_rel'))} | {cell(r.get('depth_delta1'))} |")
+    m = result["synthetic_mean"]
+    lines.append(f"| **synthetic mean** | {cell(m['ate_pct_of_path'])} | {cell(m['rpe_rot_rmse_deg'])} | "
+                 f"{cell(m['depth_abs_rel'])} | {cell(m['depth_delta1'])} |")
+    for key in ("tum", "tum_colmap"):
+        if key in result:
+            r = result[key]
+            lines.append(f"| {key} (ATE {cell(r.get('ate_rmse'))} m) | {cell(r.get('ate_pct_of_path'))} | "
+                         f"{cell(r.get('rpe_rot_rmse_deg'))} | n/a | n/a |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .checkpoint import load_model
+    from .session import Reconstructor
+
+    p = argparse.ArgumentParser(prog="recon benchmark", description="The frozen held-out benchmark.")
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--preset")
+    p.add_argument("--memory", default="full")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--colmap", action="store_true", help="also run the pycolmap SfM baseline on the TUM frames")
+    p.add_argument("--out", default="benchmark_out")
+    args = p.parse_args(argv)
+    model, _ = load_model(args.model, preset=args.preset, device=args.device)
+    rec = Reconstructor(model, memory=args.memory, device=args.device, width=args.size)
+    result = run_benchmark(rec, args.frames, args.size, colmap=args.colmap)
+    result.update(model=args.model, memory=args.memory)
+    from recon.eval import write_json
+
+    from .atomic import write_text_atomic
+
+    out = Path(args.out)
+    write_json(out / f"benchmark_{args.memory}.json", result)
+    table = format_table(result)
+    write_text_atomic(out / f"benchmark_{args.memory}.md", table + "\n")
+    print(table)
+    return 0

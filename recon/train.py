@@ -1,0 +1,240 @@
+"""Train the geometry transformer, top to bottom (nanoGPT style).
+
+    python tools/train.py --preset tiny --steps 20000 --out runs/tiny          # one GPU or CPU
+    torchrun --nproc_per_node 4 tools/train.py --preset tiny --out runs/tiny   # data parallel
+    python tools/train.py --data /path/to/tum_or_colmap_or_folder ...          # your own data
+
+Data: synthetic clips rendered on the fly on the training device (datasets/synthetic), or
+clips cut from any dataset reader with depth and poses (datasets/readers). Clips are
+trained block-causally (each frame sees itself and earlier frames), the clip length grows
+from --min-frames to --max-frames over --curriculum-steps. bf16 autocast on CUDA,
+optional activation checkpointing, CSV log, resumable from <out>/last.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .atomic import atomic_path
+from .checkpoint import load_weights, save_checkpoint
+from .config import get_preset
+from .device import resolve_device
+from .losses import make_targets, total_loss
+from .model import GeometryTransformer
+
+# Synthetic seeds below this are reserved for evaluation (the frozen benchmark).
+TRAIN_SEED_BASE = 1_000_000
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "tiny"
+    out: str = "runs/tiny"
+    init: str = ""  # weights to start from (ignored when resuming)
+    data: str = "synthetic"  # "synthetic" or a dataset folder
+    families: str = ""  # synthetic scene families to train on (comma list; empty: all but held-out)
+    steps: int = 2000
+    frames_per_step: int = 32  # per process: clips x frames
+    min_frames: int = 2
+    max_frames: int = 24
+    curriculum_steps: int = 1000
+    height: int = 224
+    width: int = 224
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    warmup: int = 200
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    bf16: bool = True  # CUDA only
+    grad_checkpointing: bool = False
+    log_every: int = 20
+    save_every: int = 500
+    time_limit: float = 0.0  # seconds; save and stop cleanly before a hard limit
+    seed: int = 0
+    device: str = "auto"
+
+
+def clip_length(cfg: TrainConfig, step: int) -> int:
+    frac = min(1.0, step / max(1, cfg.curriculum_steps))
+    return int(round(cfg.min_frames + frac * (cfg.max_frames - cfg.min_frames)))
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, frac)))
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    p = argparse.ArgumentParser(prog="recon train", description=__doc__.split("\n\n")[0])
+    for f in fields(TrainConfig):
+        if f.type == "bool":
+            p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    return TrainConfig(**vars(p.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+
+    # -- processes and devices ------------------------------------------------------------
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    rank, world = 0, 1
+    device = resolve_device(cfg.device)
+    if distributed:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    master = rank == 0
+    torch.manual_seed(cfg.seed + rank)
+    use_bf16 = cfg.bf16 and device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    out = Path(cfg.out)
+    if master:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # -- model and optimiser --------------------------------------------------------------
+    model = GeometryTransformer(get_preset(cfg.preset)).to(device)
+    model.aggregator.gradient_checkpointing = cfg.grad_checkpointing
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and "token" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (p.ndim < 2 or "token" in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda",
+    )  # fmt: skip
+    start_step = 0
+    resume = out / "last.pt"
+    if resume.exists():
+        ckpt = torch.load(resume, map_location=device, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_step = int(ckpt["step"])
+        if master:
+            print(f"resumed from {resume} at step {start_step}")
+    elif cfg.init:
+        load_weights(model, cfg.init)
+        if master:
+            print(f"initialised from {cfg.init}")
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    if master:
+        n = sum(p.numel() for p in model.parameters())
+        print(f"training {cfg.preset} ({n / 1e6:.1f}M params) on {world} x {device}, bf16={use_bf16}")
+
+    # -- data -------------------------------------------------------------------------------
+    sample = make_sampler(cfg, device, rank, world)
+
+    # -- loop -------------------------------------------------------------------------------
+    log_path = out / "log.csv"
+    log_file = open(log_path, "a", newline="") if master else None
+    writer = csv.writer(log_file) if master else None
+    if master and log_path.stat().st_size == 0:
+        writer.writerow(["step", "time_s", "lr", "frames", "loss", "camera", "depth", "points", "frames_per_s"])
+    t_start = time.time()
+    t_last, frames_since = time.time(), 0
+    step = start_step
+    model.train()
+    while step < cfg.steps:
+        S = clip_length(cfg, step)
+        B = max(1, cfg.frames_per_step // S)
+        batch = sample(step, B, S)
+        targets = make_targets(batch["extrinsic"], batch["intrinsic"], batch["depth"], batch["valid"])
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            pred = ddp_model(batch["images"], causal=True)
+        losses = total_loss(pred, targets)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        frames_since += B * S * world
+
+        if master and (step % cfg.log_every == 0 or step == cfg.steps):
+            now = time.time()
+            vals = {k: v.item() for k, v in losses.items()}
+            rate = frames_since / max(1e-9, now - t_last)
+            writer.writerow([step, round(now - t_start, 2), f"{learning_rate(cfg, step):.3g}", S,
+                             *(f"{vals[k]:.5f}" for k in ("total", "camera", "depth", "points")), round(rate, 1)])
+            log_file.flush()
+            print(f"step {step:6d}  S={S:2d}  loss {vals['total']:.4f}  cam {vals['camera']:.4f}  "
+                  f"depth {vals['depth']:.4f}  pts {vals['points']:.4f}  {rate:.0f} frames/s", flush=True)
+            t_last, frames_since = now, 0
+        out_of_time = cfg.time_limit and time.time() - t_start > cfg.time_limit
+        if distributed:  # every rank must agree to stop at the same step
+            flag = torch.tensor(float(bool(out_of_time)), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
+        if master and (step % cfg.save_every == 0 or step == cfg.steps or out_of_time):
+            save_training_state(model, optimizer, step, cfg, out)
+        if out_of_time:
+            if master:
+                print(f"time limit reached at step {step}; state saved to {out}")
+            break
+
+    if log_file:
+        log_file.close()
+    if distributed:
+        # Data parallel replicas must end bit-identical; record each rank's checksum.
+        checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+        gathered = [torch.zeros_like(checksum) for _ in range(world)]
+        dist.all_gather(gathered, checksum)
+        if master:
+            sums = [g.item() for g in gathered]
+            (out / "ddp_checksums.json").write_text(json.dumps({"world_size": world, "checksums": sums}))
+            print(f"replica checksums: {sums}")
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+def save_training_state(model, optimizer, step: int, cfg: TrainConfig, out: Path) -> None:
+    """`last.pt` (weights + optimiser, for resuming) and `model.safetensors` (weights only)."""
+    with atomic_path(out / "last.pt") as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                    "config": dataclasses.asdict(cfg)}, tmp)  # fmt: skip
+    save_checkpoint(model, out / "model.safetensors", extra={"step": step, "train": dataclasses.asdict(cfg)})
+
+
+def make_sampler(cfg: TrainConfig, device: torch.device, rank: int, world: int):
+    """Returns sample(step, B, S) -> dict of [B, S, ...] tensors on `device`:
+    images [B,S,3,H,W] in [0,1], depth [B,S,H,W], valid, intrinsic [B,S,3,3], extrinsic [B,S,3,4]."""
+    if cfg.data == "synthetic":
+        from recon.datasets.synthetic import render_batch
+
+        from .benchmark import TRAIN_FAMILIES
+
+        families = [f for f in cfg.families.split(",") if f] or list(TRAIN_FAMILIES)
+
+        def sample(step: int, B: int, S: int) -> dict:
+            # Distinct clips on every rank and step; never an evaluation seed or family.
+            first = TRAIN_SEED_BASE + cfg.seed * 10_000_000 + (step * world + rank) * B
+            seeds = list(range(first, first + B))
+            fams = [families[s % len(families)] for s in seeds]
+            return render_batch(seeds, S, cfg.height, cfg.width, families=fams, device=device)
+
+        return sample
+    from recon.datasets.clips import ClipSampler
+
+    return ClipSampler(cfg.data, cfg.height, cfg.width, device=device, seed=cfg.seed * 1000 + rank)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
