@@ -8,3 +8,4 @@ for _d in attention align viewer datasets; do cp -r "$_root/$_d" "/tmp/site/reco
 export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 export RECON_COMMIT="${RECON_COMMIT:-$(cat "$_root/.commit" 2>/dev/null || echo unknown)}"
 export PYTHONUNBUFFERED=1
+export PYTHONSAFEPATH=1  # keep the repo root (the un-mapped folders) off sys.path
