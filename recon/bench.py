@@ -160,3 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(p)
     run(p.parse_args(argv))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

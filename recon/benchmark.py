@@ -122,3 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     write_text_atomic(out / f"benchmark_{args.memory}.md", table + "\n")
     print(table)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
