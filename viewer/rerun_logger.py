@@ -228,11 +228,13 @@ class RerunLogger:
 
         R_wc, center = world_from_camera(pred.extrinsic)
         H, W = pred.depth.shape
-        rec.log(
-            "world/camera",
-            rr.Transform3D(translation=center, mat3x3=R_wc),
-            rr.Pinhole(image_from_camera=pred.intrinsic, resolution=[W, H], camera_xyz=rr.ViewCoordinates.RDF),
-        )
+        camera = [rr.Transform3D(translation=center, mat3x3=R_wc)]
+        # An untrained or diverging model can predict a zero field of view (infinite focal
+        # length); the viewer rejects such a projection, so that frame keeps the last one.
+        if np.isfinite(pred.intrinsic).all():
+            camera.append(rr.Pinhole(image_from_camera=pred.intrinsic, resolution=[W, H],
+                                     camera_xyz=rr.ViewCoordinates.RDF))  # fmt: skip
+        rec.log("world/camera", *camera)
         image = rr.Image(to_uint8(pred.image))
         rec.log("world/camera/image", image if self.jpeg_quality is None else image.compress(self.jpeg_quality))
         rec.log("world/camera/depth", rr.DepthImage(np.asarray(pred.depth, np.float32), meter=1.0))
