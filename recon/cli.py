@@ -37,7 +37,9 @@ def _add_output_args(p: argparse.ArgumentParser, default_export: str = "ply,traj
     p.add_argument("--out", help="output folder for exports")
     p.add_argument("--export", default=default_export,
                    help=f"comma list of ply,traj,colmap,depth,mesh (default: {default_export}; needs --out)")
-    p.add_argument("--conf-threshold", type=float, default=1.5, help="minimum confidence of exported/viewed points")
+    p.add_argument("--conf-threshold", type=float, default=None,
+                   help="absolute minimum confidence of exported/viewed points (confidences are > 1); "
+                        "default: none, keep the most confident half of each frame")
 
 
 def _reconstructor(args):

@@ -71,7 +71,7 @@ def leftover_temp_files(root) -> list[str]:
 def full_export(tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     preds = [make_prediction(i) for i in range(3)]
-    with Exporter(out, formats="all", conf_percentile=None, mesh_voxel_size=0.1) as exporter:
+    with Exporter(out, formats="all", conf_threshold=1.5, conf_percentile=None, mesh_voxel_size=0.1) as exporter:
         for pred in preds:
             exporter.add(pred)
     return out, preds, exporter.finalize()
@@ -180,7 +180,7 @@ def test_colmap_original_resolution_uses_original_images_and_intrinsics(tmp_path
 
     pred = make_prediction(1)
     original = np.full(ORIGINAL_HW + (3,), 128, np.uint8)
-    with Exporter(tmp_path, formats="colmap", colmap_resolution="original", colmap_text=True) as exporter:
+    with Exporter(tmp_path, formats="colmap", conf_threshold=1.5, colmap_resolution="original", colmap_text=True) as exporter:
         with pytest.raises(ExportError, match="original_image"):
             exporter.add(pred)
         exporter.add(pred, original_image=original)

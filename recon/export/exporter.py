@@ -87,7 +87,7 @@ class Exporter:
         formats: str | Iterable[str] = ("ply", "traj"),
         *,
         source: str = "depth",
-        conf_threshold: float | None = 1.5,
+        conf_threshold: float | None = None,
         conf_percentile: float | None = 50.0,
         voxel_size: float | None = None,
         max_points: int = 2_000_000,
