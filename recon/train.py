@@ -48,7 +48,7 @@ class TrainConfig:
     frames_per_step: int = 32  # per process: clips x frames
     min_frames: int = 2
     max_frames: int = 24
-    curriculum_steps: int = 1000
+    curriculum: float = 0.3  # fraction of training over which clips grow to max_frames
     height: int = 224
     width: int = 224
     lr: float = 3e-4
@@ -60,21 +60,29 @@ class TrainConfig:
     grad_checkpointing: bool = False
     log_every: int = 20
     save_every: int = 500
-    time_limit: float = 0.0  # seconds; save and stop cleanly before a hard limit
+    time_limit: float = 0.0  # seconds; save and stop cleanly; schedules then follow elapsed time
     seed: int = 0
     device: str = "auto"
 
 
-def clip_length(cfg: TrainConfig, step: int) -> int:
-    frac = min(1.0, step / max(1, cfg.curriculum_steps))
-    return int(round(cfg.min_frames + frac * (cfg.max_frames - cfg.min_frames)))
+def progress(cfg: TrainConfig, step: int, elapsed: float) -> float:
+    """Fraction of training done: by steps, or by time when a time limit is set (whichever is
+    further along), so a run cut to a time budget still anneals its learning rate."""
+    frac = step / max(1, cfg.steps)
+    if cfg.time_limit:
+        frac = max(frac, elapsed / cfg.time_limit)
+    return min(1.0, frac)
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
+def clip_length(cfg: TrainConfig, frac: float) -> int:
+    grow = min(1.0, frac / cfg.curriculum) if cfg.curriculum > 0 else 1.0
+    return int(round(cfg.min_frames + grow * (cfg.max_frames - cfg.min_frames)))
+
+
+def learning_rate(cfg: TrainConfig, step: int, frac: float) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, frac)))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -151,12 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     step = start_step
     model.train()
     while step < cfg.steps:
-        S = clip_length(cfg, step)
+        frac = progress(cfg, step, time.time() - t_start)
+        if distributed:  # ranks must agree on the clip length and learning rate
+            shared = torch.tensor(frac, device=device, dtype=torch.float64)
+            dist.broadcast(shared, src=0)
+            frac = shared.item()
+        S = clip_length(cfg, frac)
         B = max(1, cfg.frames_per_step // S)
         batch = sample(step, B, S)
         targets = make_targets(batch["extrinsic"], batch["intrinsic"], batch["depth"], batch["valid"])
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step)
+            group["lr"] = lr = learning_rate(cfg, step, frac)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             pred = ddp_model(batch["images"], causal=True)
         losses = total_loss(pred, targets)
@@ -171,13 +184,13 @@ def main(argv: list[str] | None = None) -> int:
             now = time.time()
             vals = {k: v.item() for k, v in losses.items()}
             rate = frames_since / max(1e-9, now - t_last)
-            writer.writerow([step, round(now - t_start, 2), f"{learning_rate(cfg, step):.3g}", S,
+            writer.writerow([step, round(now - t_start, 2), f"{lr:.3g}", S,
                              *(f"{vals[k]:.5f}" for k in ("total", "camera", "depth", "points")), round(rate, 1)])
             log_file.flush()
             print(f"step {step:6d}  S={S:2d}  loss {vals['total']:.4f}  cam {vals['camera']:.4f}  "
                   f"depth {vals['depth']:.4f}  pts {vals['points']:.4f}  {rate:.0f} frames/s", flush=True)
             t_last, frames_since = now, 0
-        out_of_time = cfg.time_limit and time.time() - t_start > cfg.time_limit
+        out_of_time = bool(cfg.time_limit) and time.time() - t_start > cfg.time_limit
         if distributed:  # every rank must agree to stop at the same step
             flag = torch.tensor(float(bool(out_of_time)), device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
