@@ -18,3 +18,22 @@ __all__ = [
     "naive_softmax_attention",
     "redundancy_scores",
 ]
+
+# Linear memory strategy: local window attention + KDA linear attention.
+from .linear_state import LinearStreamState, NullKVCache, PoseHistory, RecurrentStates  # noqa: E402
+from .local import LocalAttention  # noqa: E402
+from .rope3d import RopeTables, RotaryEmbedding3D, frame_positions, time_index  # noqa: E402
+from .window import WindowKVCache  # noqa: E402
+
+__all__ += [
+    "LinearStreamState",
+    "LocalAttention",
+    "NullKVCache",
+    "PoseHistory",
+    "RecurrentStates",
+    "RopeTables",
+    "RotaryEmbedding3D",
+    "WindowKVCache",
+    "frame_positions",
+    "time_index",
+]

@@ -34,13 +34,13 @@ def _rss_bytes() -> int:
 
 def _build_model(preset: str, weights: str | None, device: torch.device):
     from .checkpoint import load_model
-    from .model import GeometryTransformer
+    from .model import build_model
 
     if weights:
         model, _ = load_model(weights, preset=preset, device=device)
         return model
     with torch.device(device):  # built in place: a 1B model is not first made on the CPU
-        return GeometryTransformer(get_preset(preset)).eval()
+        return build_model(get_preset(preset)).eval()
 
 
 def _frames(n_distinct: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     model = _build_model(args.preset, args.weights, device)
     rec = Reconstructor(model, memory=args.memory, device=device, width=args.width)
+    args.memory = rec.memory
     frames = _frames(8, args.height, args.width)
     cuda = device.type == "cuda"
 
@@ -144,7 +145,7 @@ def _git_commit() -> str | None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="tiny", help="model preset (default: tiny)")
     p.add_argument("--weights", help="checkpoint to load instead of random weights")
-    p.add_argument("--memory", default="full", help="memory strategy (default: full)")
+    p.add_argument("--memory", default=None, help="memory strategy (default: full, or linear for linear models)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     p.add_argument("--height", type=int, default=224, help="frame height in pixels, multiple of 14")
     p.add_argument("--width", type=int, default=224, help="frame width in pixels, multiple of 14")

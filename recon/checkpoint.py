@@ -199,13 +199,13 @@ def load_model(spec: str, preset: str | None = None, device: str | torch.device 
     picks the architecture, default "vggt-1b".
     Returns (model, weights_path or None).
     """
-    from .model import GeometryTransformer
+    from .model import build_model
 
     path = Path(spec)
     looks_like_file = path.suffix in (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".json") or os.sep in spec
     if not looks_like_file:
         config = get_preset(spec)  # ValueError for an unknown preset
-        model = GeometryTransformer(config)
+        model = build_model(config)
         weights = shipped_weights(spec)
         if weights is not None:
             load_weights(model, weights)
@@ -213,11 +213,15 @@ def load_model(spec: str, preset: str | None = None, device: str | torch.device 
     state, config = read_checkpoint(path)
     if config is None:
         config = get_preset(preset or "vggt-1b")
+        if config.architecture == "horizon":  # public HorizonStream files use their own names
+            from .model.horizon_checkpoint import convert_horizonstream_state_dict
+
+            state = convert_horizonstream_state_dict(state, config)
     elif preset is not None:
         config = config.replace(camera_cache_layout=get_preset(preset).camera_cache_layout)
     # Built on the meta device and filled by assignment: no second copy of a 5 GB model.
     with torch.device("meta"):
-        model = GeometryTransformer(config)
+        model = build_model(config)
     check_state_dict(model, state, path)
     model.load_state_dict(state, strict=True, assign=True)
     # Half-precision files load as fp32; the device decides the compute precision.

@@ -27,7 +27,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="tiny", help="preset (tiny, small, vggt-1b, streamvggt) or checkpoint path "
                                                    "(default: tiny with its shipped weights)")
     p.add_argument("--preset", help="architecture of a checkpoint without embedded config (default vggt-1b)")
-    p.add_argument("--memory", default="full", choices=MEMORY_CHOICES, help="memory strategy (default: full)")
+    p.add_argument("--memory", default=None, choices=MEMORY_CHOICES,
+                   help="memory strategy (default: full, or linear for linear-attention models)")
     p.add_argument("--budget-mb", type=float, help="cache budget for --memory rolling, in MB")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     p.add_argument("--width", type=int, help="model input width in pixels, multiple of 14 (default: the model's)")

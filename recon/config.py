@@ -30,6 +30,19 @@ class ModelConfig:
     track_features: int = 128
     # Resolution the model is used at by default (frames are resized to this width).
     default_width: int = 518
+    # --- architecture "horizon": local window attention + KDA linear attention (HorizonStream) ---
+    architecture: str = "vggt"  # "vggt" | "horizon"
+    window_frames: int = 9  # W: past frames in each frame's local attention window
+    pose_tokens: int = 32  # pose tokens per window slot
+    rope_time_period: int = 21  # the time index of the 3D RoPE wraps with this period
+    linear_layers: tuple[int, ...] = ()  # levels whose global step starts with a KDA block
+    kda_head_dim: int = 64
+    kda_expand_v: float = 1.0
+    kda_conv_size: int = 4  # short causal convolution on q/k/v (0: none)
+    kda_allow_neg_eigval: bool = False
+    metric_readout: bool = True  # per-frame readout token -> positive metric scale
+    metric_hidden: tuple[int, ...] = (256, 128)
+    horizon_register_tokens: bool = False  # aggregator register tokens (HorizonStream: off)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -69,6 +82,17 @@ PRESETS: dict[str, ModelConfig] = {
         dpt_levels=(0, 2, 3, 4), track_head=False, default_width=224,
     ),
 }  # fmt: skip
+
+# Linear memory: constant memory and time per frame on endless streams.
+PRESETS["tiny-linear"] = PRESETS["tiny"].replace(
+    name="tiny-linear", architecture="horizon", window_frames=9, pose_tokens=4, rope_time_period=21,
+    linear_layers=(1, 3), kda_head_dim=64, metric_hidden=(128, 64),
+)  # fmt: skip
+# Exactly the tensor layout of the public HorizonStream checkpoint (configs/horizonstream_infer.yaml).
+PRESETS["horizonstream"] = ModelConfig(
+    name="horizonstream", architecture="horizon", track_head=False, window_frames=9, pose_tokens=32,
+    rope_time_period=21, linear_layers=(4, 11, 17, 23), kda_head_dim=64, metric_hidden=(256, 128),
+)  # fmt: skip
 
 
 def get_preset(name: str) -> ModelConfig:

@@ -68,3 +68,15 @@ def window(model, size: int = 20, overlap: int = 5, **options):
     from recon.windowed import make_windowed_stream
 
     return make_windowed_stream(model, size=size, overlap=overlap, **options)
+
+
+@register("linear")
+def linear(model) -> StreamState:
+    """Constant memory: sliding-window caches of the last W frames (local attention) plus
+    the KDA recurrent states of the linear layers (HorizonStream behaviour). Needs a model
+    of the "horizon" architecture (e.g. the `tiny-linear` or `horizonstream` presets)."""
+    config = model.config
+    if getattr(config, "architecture", "vggt") != "horizon" or not config.linear_layers:
+        raise ValueError(f"memory strategy 'linear' needs a model with linear-attention layers "
+                         f"(architecture 'horizon', e.g. preset 'tiny-linear'); model {config.name!r} has none")
+    return model.init_state()

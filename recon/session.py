@@ -50,7 +50,7 @@ class Reconstructor:
     def __init__(
         self,
         model: torch.nn.Module,
-        memory: str = "full",
+        memory: str | None = None,
         device: str | torch.device = "auto",
         width: int | None = None,
         mode: str = "crop",
@@ -58,11 +58,12 @@ class Reconstructor:
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
-        self.memory = memory
+        # Linear-attention models stream with their recurrent state; VGGT-style ones keep a cache.
+        self.memory = memory or ("linear" if model.config.architecture == "horizon" else "full")
         self.memory_options = memory_options
         self.width = width or model.config.default_width
         self.mode = mode
-        self.state = memory_strategies.make_state(memory, self.model, **memory_options)
+        self.state = memory_strategies.make_state(self.memory, self.model, **memory_options)
         self._model_hw: tuple[int, int] | None = None
 
     def reset(self) -> None:

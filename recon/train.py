@@ -31,7 +31,7 @@ from .checkpoint import load_weights, save_checkpoint
 from .config import get_preset
 from .device import resolve_device
 from .losses import make_targets, total_loss
-from .model import GeometryTransformer
+from .model import build_model
 
 # Synthetic seeds below this are reserved for evaluation (the frozen benchmark).
 TRAIN_SEED_BASE = 1_000_000
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
 
     # -- model and optimiser --------------------------------------------------------------
-    model = GeometryTransformer(get_preset(cfg.preset)).to(device)
+    model = build_model(get_preset(cfg.preset)).to(device)
     model.aggregator.gradient_checkpointing = cfg.grad_checkpointing
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and "token" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (p.ndim < 2 or "token" in n)]

@@ -164,8 +164,11 @@ def test_missing_empty_and_unknown_inputs(tmp_path):
     (tmp_path / "readme.md").write_text("no images here")
     with pytest.warns(UserWarning, match="readme.md"), pytest.raises(SourceError, match="no images"):
         open_source(tmp_path)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "0.png"), np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(SourceError, match="live"):
-        open_source(TUM_RGB, live=True)
+        open_source(folder, live=True)
 
 
 def test_synthetic_source():

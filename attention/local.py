@@ -1,0 +1,66 @@
+"""Local (sliding-window) softmax attention with QK-norm, 3D RoPE and a head-wise output gate.
+
+The layer is split into its steps because the keys a query sees are assembled by the
+caller (this frame, the window's past frames from a `WindowKVCache`, pose tokens):
+
+    q, k, v = attn.project(x, rope)       x [N, T, C] -> [N, H, T, D] (post-norm, post-RoPE)
+    gate    = attn.gate(x, valid)         sigmoid(W_g mean_T(x)) per head, [N, H]
+    y       = attn.attend(q, k, v, gate, mask)  -> [N, T, C]
+
+The gate pools over the T tokens of the call (HorizonStream's "headwise" gate): callers
+decide what a call is (a frame, a pose slot, a window row). Parameter names follow the
+reference (qkv, q_norm, k_norm, proj, gate_proj).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .rope3d import RopeTables
+
+
+class LocalAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, proj_bias: bool = True, norm_eps: float = 1e-5):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=norm_eps)
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=norm_eps)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.gate_proj = nn.Linear(dim, num_heads, bias=True)
+        nn.init.zeros_(self.gate_proj.weight)
+        nn.init.constant_(self.gate_proj.bias, 2.0)  # sigmoid(2) ~ 0.88: starts almost open
+
+    def project(self, x: Tensor, rope: RopeTables | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """x [N, T, C] -> q, k, v [N, H, T, D]; rope tables broadcast over [N, H, T, D]."""
+        N, T, _ = x.shape
+        q, k, v = self.qkv(x).reshape(N, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = rope.apply(q), rope.apply(k)
+        if torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)
+            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+        return q, k, v
+
+    def gate(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        """x [N, T, C], valid [N, T] bool or None -> sigmoid gate [N, H] (mean over valid tokens)."""
+        if valid is None:
+            pooled = x.mean(dim=1)
+        else:
+            w = valid.to(x.dtype)[..., None]
+            pooled = (x * w).sum(dim=1) / w.sum(dim=1).clamp(min=1)
+        return torch.sigmoid(self.gate_proj(pooled))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, gate: Tensor, mask: Tensor | None = None) -> Tensor:
+        """q [N, H, T, D], k/v [N, H, S, D], gate [N, H], mask bool broadcastable to
+        [N, H, T, S] (True = attend) -> [N, T, C]."""
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = out * gate.to(out.dtype)[:, :, None, None]
+        N, H, T, D = out.shape
+        return self.proj(out.transpose(1, 2).reshape(N, T, H * D))
