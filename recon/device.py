@@ -27,3 +27,18 @@ def autocast_for(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move a model to `device` for inference. On CUDA the transformer trunk is stored in
+    bf16 (it runs under bf16 autocast anyway: half the weight memory, no per-step casts);
+    the heads stay fp32 because they regress exponentiated depth and confidences, and
+    fp32 matmuls may use TF32."""
+    model = model.to(device).eval()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        # The linear-attention variant keeps fp32 weights (its recurrent states accumulate).
+        if getattr(model.config, "architecture", "vggt") == "vggt":
+            model.aggregator.to(torch.bfloat16)
+    return model

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import memory as memory_strategies
-from .device import autocast_for, resolve_device
+from .device import autocast_for, prepare_model, resolve_device
 from .preprocess import ImageTransform, preprocess_frame
 
 
@@ -57,7 +57,7 @@ class Reconstructor:
         **memory_options,
     ) -> None:
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.model = prepare_model(model, self.device)
         # Linear-attention models stream with their recurrent state; VGGT-style ones keep a cache.
         self.memory = memory or ("linear" if model.config.architecture == "horizon" else "full")
         self.memory_options = memory_options
