@@ -12,7 +12,8 @@ import pytest
 
 from recon.datasets.trajectory import Trajectory, read_kitti, read_tum
 from recon.export import Exporter, ExportError, parse_formats
-from recon.export.cloud import PointAccumulator, voxel_downsample
+from recon.export.cloud import PointAccumulator
+from recon.points import voxel_merge
 from recon.preprocess import preprocess_frame
 from recon.session import FramePrediction
 
@@ -149,7 +150,7 @@ def test_accumulator_stays_within_budget_and_merging_is_order_free():
     for points, colors in chunks:
         fused.add(points, colors)
     all_points, all_colors = (np.concatenate(x) for x in zip(*chunks))
-    expected, expected_colors, _ = voxel_downsample(all_points, all_colors, np.ones(len(all_points)), 0.5)
+    expected, expected_colors, _ = voxel_merge(all_points, all_colors, np.ones(len(all_points)), 0.5)
     got, got_colors = fused.result()
     order_got, order_exp = np.lexsort(got.T), np.lexsort(expected.T)
     np.testing.assert_allclose(got[order_got], expected[order_exp], atol=1e-12)

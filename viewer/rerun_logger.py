@@ -27,10 +27,11 @@ import rerun as rr
 import rerun.blueprint as rrb
 
 from recon.atomic import atomic_path
+from recon.points import confidence_mask, finite_rows, inside_original
 from recon.session import FramePrediction
 
 from .sinks import WebViewer, spawn_native_viewer
-from .voxel_map import VoxelMap, finite_rows
+from .voxel_map import VoxelMap
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +64,6 @@ def world_from_camera(extrinsic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return R.T, -R.T @ t
 
 
-def inside_original(pred: FramePrediction) -> np.ndarray:
-    """[H, W] bool: model pixels whose centre lies in the original image (False on padding)."""
-    H, W = pred.depth.shape
-    tf = pred.transform
-    (h, w), (sx, sy), (ox, oy) = tf.original_hw, tf.scale, tf.offset
-    u = (np.arange(W) + 0.5 - ox) / sx
-    v = (np.arange(H) + 0.5 - oy) / sy
-    return ((v >= 0) & (v < h))[:, None] & ((u >= 0) & (u < w))[None, :]
-
-
 def confident_points(
     pred: FramePrediction, conf_threshold: float | None, conf_percentile: float, max_points: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -84,12 +75,8 @@ def confident_points(
     """
     points = pred.world_points.reshape(-1, 3)
     conf = pred.points_conf.reshape(-1)
-    keep = finite_rows(points) & np.isfinite(conf) & inside_original(pred).reshape(-1)
-    if conf_threshold is not None:
-        keep &= conf > conf_threshold
-    if conf_percentile > 0 and keep.any():
-        keep &= conf >= np.percentile(conf[keep], conf_percentile)
-    index = np.flatnonzero(keep)
+    valid = finite_rows(points) & inside_original(pred).reshape(-1)
+    index = np.flatnonzero(confidence_mask(conf, valid, conf_threshold, conf_percentile))
     if len(index) > max_points:
         index = index[np.linspace(0, len(index) - 1, max_points).astype(np.int64)]
     colors = pred.image.reshape(-1, 3)[index]

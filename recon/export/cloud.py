@@ -15,31 +15,10 @@ import torch
 
 from recon.align import unproject_depth
 from recon.atomic import atomic_path
+from recon.points import confidence_mask, inside_original, voxel_merge
 from recon.session import FramePrediction
 
 log = logging.getLogger(__name__)
-
-
-def inside_original_mask(pred: FramePrediction) -> np.ndarray:
-    """[H, W] bool: model pixels whose centre maps into the original image (False on padding)."""
-    H, W = pred.depth.shape
-    (h, w), (sx, sy), (ox, oy) = pred.transform.original_hw, pred.transform.scale, pred.transform.offset
-    u = (np.arange(W) + 0.5 - ox) / sx
-    v = (np.arange(H) + 0.5 - oy) / sy
-    return ((v >= 0) & (v < h))[:, None] & ((u >= 0) & (u < w))[None, :]
-
-
-def confidence_mask(
-    conf: np.ndarray, valid: np.ndarray, threshold: float | None, percentile: float | None
-) -> np.ndarray:
-    """[H, W] bool: `valid` pixels with conf > threshold and conf >= the frame's `percentile`-th
-    percentile (of the valid pixels), i.e. the lowest `percentile` percent are dropped."""
-    keep = valid & np.isfinite(conf)
-    if threshold is not None:
-        keep &= conf > threshold
-    if percentile is not None and percentile > 0 and keep.any():
-        keep &= conf >= np.percentile(conf[valid & np.isfinite(conf)], percentile)
-    return keep
 
 
 def frame_points(
@@ -60,32 +39,9 @@ def frame_points(
     else:
         points = np.asarray(pred.world_points, dtype=np.float64)
         conf, valid = pred.points_conf, np.ones(points.shape[:2], dtype=bool)
-    valid &= np.isfinite(points).all(axis=-1) & inside_original_mask(pred)
+    valid &= np.isfinite(points).all(axis=-1) & inside_original(pred)
     keep = confidence_mask(np.asarray(conf), valid, threshold, percentile)
     return points[keep], np.asarray(pred.image, dtype=np.float32)[keep]
-
-
-def voxel_downsample(
-    points: np.ndarray, colors: np.ndarray, weights: np.ndarray, voxel_size: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted mean of points [N, 3] and colours [N, 3] per cubic voxel; weights [N] are summed."""
-    if len(points) == 0:
-        return points, colors, weights
-    keys = np.floor(points / voxel_size).astype(np.int64)
-    keys -= keys.min(axis=0)
-    span = keys.max(axis=0) + 1
-    if float(np.prod(span.astype(np.float64))) < 2.0**62:
-        flat = (keys[:, 0] * span[1] + keys[:, 1]) * span[2] + keys[:, 2]
-        _, inverse = np.unique(flat, return_inverse=True)
-    else:  # a huge extent for the voxel size: compare rows instead of one packed key
-        _, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    total = np.bincount(inverse, weights=weights)
-
-    def mean(x: np.ndarray) -> np.ndarray:
-        return np.stack([np.bincount(inverse, weights=weights * x[:, k]) for k in range(3)], 1) / total[:, None]
-
-    return mean(points), mean(colors).astype(np.float32), total
 
 
 class PointAccumulator:
@@ -114,7 +70,7 @@ class PointAccumulator:
         """Add points [N, 3] with colours [N, 3] in [0, 1]."""
         if len(points) == 0:
             return
-        chunk = voxel_downsample(points, colors, np.ones(len(points)), self.voxel_size)
+        chunk = voxel_merge(points, colors, np.ones(len(points)), self.voxel_size)
         self._chunks.append(chunk)
         self._count += len(chunk[0])
         if self._count > self.max_points:
@@ -122,10 +78,10 @@ class PointAccumulator:
 
     def _merge(self, target: int) -> None:
         points, colors, weights = (np.concatenate(parts) for parts in zip(*self._chunks))
-        merged = voxel_downsample(points, colors, weights, self.voxel_size)
+        merged = voxel_merge(points, colors, weights, self.voxel_size)
         while len(merged[0]) > target:
             self.voxel_size *= 1.25
-            merged = voxel_downsample(*merged, self.voxel_size)
+            merged = voxel_merge(*merged, self.voxel_size)
         if len(merged[0]) < len(points):
             log.debug("point cloud merged to %d points, voxel %.4g", len(merged[0]), self.voxel_size)
         self._chunks, self._count = [merged], len(merged[0])

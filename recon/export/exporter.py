@@ -26,7 +26,9 @@ import numpy as np
 from recon.session import FramePrediction
 
 from .cameras import FrameCamera, write_intrinsics, write_trajectories
-from .cloud import PointAccumulator, confidence_mask, frame_points, inside_original_mask, write_ply
+from recon.points import confidence_mask, inside_original
+
+from .cloud import PointAccumulator, frame_points, write_ply
 from .colmap import RESOLUTIONS, build_reconstruction, image_name, to_uint8_rgb, write_image, write_model
 from .depth import DepthWriter
 
@@ -72,7 +74,7 @@ class Exporter:
     "points" (the point-map head). A pixel is kept when it lies inside the original image
     (not padding), is finite, its confidence is > `conf_threshold` (VGGT confidences are
     1 + exp(x) > 1, higher is better; None disables) and it is not among the lowest
-    `conf_percentile` percent of its frame (None or 0 disables).
+    `conf_percentile` percent of those (None or 0 disables).
 
     `voxel_size` of the fused cloud defaults to 1/200 of the first frame's median depth; the
     cloud keeps at most `max_points` (the voxel grows when needed). `mesh_voxel_size` defaults to
@@ -182,7 +184,7 @@ class Exporter:
 
     def _integrate_mesh(self, pred: FramePrediction) -> None:
         depth = np.asarray(pred.depth, dtype=np.float32)
-        valid = np.isfinite(depth) & (depth > 0) & inside_original_mask(pred)
+        valid = np.isfinite(depth) & (depth > 0) & inside_original(pred)
         keep = confidence_mask(np.asarray(pred.depth_conf), valid, self.conf_threshold, self.conf_percentile)
         self._mesher.integrate(np.where(keep, depth, 0.0), pred.image, pred.intrinsic, pred.extrinsic)
 
