@@ -125,3 +125,26 @@ def test_video_source_from_real_frames(tmp_path, capsys, small_model):
     assert main(["run", str(video), "--model", small_model, "--out", str(out), "--export", "traj", "--width", "70",
                  "--quiet"]) == 0
     assert len((out / "trajectory_tum.txt").read_text().strip().splitlines()) == 1 + 6
+
+
+def test_batch_processes_each_input_once_and_resumes(tmp_path, capsys, small_model):
+    import json
+
+    inputs = tmp_path / "inputs"
+    rng = np.random.default_rng(1)
+    for name in ("a", "b"):
+        (inputs / name).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(inputs / name / f"{i}.png"), rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    (inputs / "notes.txt").write_text("ignored: neither a video nor an image folder")
+    out = tmp_path / "out"
+    args = ["batch", str(inputs), "--model", small_model, "--out", str(out), "--export", "traj", "--width", "70",
+            "--quiet"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    for name in ("a", "b"):
+        done = json.loads((out / name / "done.json").read_text())
+        assert done["frames"] == 3 and (out / name / "trajectory_tum.txt").exists()
+    assert "done" in first and "skipped" not in first
+    assert main(args) == 0  # resumable: finished inputs are skipped
+    assert capsys.readouterr().out.count("skipped (done)") == 2
