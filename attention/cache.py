@@ -72,29 +72,35 @@ class FullKVCache(KVCache):
         n, t = self._len[index], k.shape[2]
         buf_k = self._k[index]
         if buf_k is None or n + t > buf_k.shape[2]:
-            self._grow(index, k, v, n + t)
-        self._k[index][:, :, n : n + t] = k
-        self._v[index][:, :, n : n + t] = v
-        self._len[index] = n + t
-        return self._k[index][:, :, : n + t], self._v[index][:, :, : n + t]
-
-    def _grow(self, index: int, k: Tensor, v: Tensor, needed: int) -> None:
-        old = self._k[index]
-        capacity = max(needed, self.initial_tokens, int((old.shape[2] if old is not None else 0) * self.growth))
-        B, H, _, D = k.shape
-        new_k = k.new_empty(B, H, capacity, D)
-        new_v = v.new_empty(B, H, capacity, D)
-        n = self._len[index]
-        if old is not None and n:
-            new_k[:, :, :n] = old[:, :, :n]
-            new_v[:, :, :n] = self._v[index][:, :, :n]
-        self._k[index], self._v[index] = new_k, new_v
+            old = 0 if buf_k is None else buf_k.shape[2]
+            grow_layer(self, index, k, v, max(n + t, self.initial_tokens, int(old * self.growth)))
+        return append_layer(self, index, k, v)
 
     def num_tokens(self, index: int) -> int:
         return self._len[index]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._k + self._v if t is not None)
+
+
+def grow_layer(cache, index: int, k: Tensor, v: Tensor, capacity: int) -> None:
+    """Give layer `index` of a cache with `_k/_v/_len` lists buffers of `capacity` tokens,
+    keeping its first `_len[index]` tokens (one copy; shaped like the new k/v)."""
+    B, H, _, D = k.shape
+    n = cache._len[index]
+    new_k, new_v = k.new_empty(B, H, capacity, D), v.new_empty(B, H, capacity, D)
+    if cache._k[index] is not None and n:
+        new_k[:, :, :n], new_v[:, :, :n] = cache._k[index][:, :, :n], cache._v[index][:, :, :n]
+    cache._k[index], cache._v[index] = new_k, new_v
+
+
+def append_layer(cache, index: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Write this step's k/v after layer `index`'s tokens; return all of them (new last)."""
+    n, t = cache._len[index], k.shape[2]
+    cache._k[index][:, :, n : n + t] = k
+    cache._v[index][:, :, n : n + t] = v
+    cache._len[index] = n + t
+    return cache._k[index][:, :, : n + t], cache._v[index][:, :, : n + t]
 
 
 @dataclass

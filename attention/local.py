@@ -18,35 +18,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .mha import Attention
 from .rope3d import RopeTables
 
 
-class LocalAttention(nn.Module):
+class LocalAttention(Attention):
+    """QK-normed softmax attention (the parameters of `Attention`) plus a head-wise sigmoid
+    output gate, over a frame and its window of past frames with 3D RoPE."""
+
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, proj_bias: bool = True, norm_eps: float = 1e-5):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.q_norm = nn.LayerNorm(self.head_dim, eps=norm_eps)
-        self.k_norm = nn.LayerNorm(self.head_dim, eps=norm_eps)
-        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias, proj_bias=proj_bias, qk_norm=True, norm_eps=norm_eps)
         self.gate_proj = nn.Linear(dim, num_heads, bias=True)
         nn.init.zeros_(self.gate_proj.weight)
         nn.init.constant_(self.gate_proj.bias, 2.0)  # sigmoid(2) ~ 0.88: starts almost open
 
     def project(self, x: Tensor, rope: RopeTables | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """x [N, T, C] -> q, k, v [N, H, T, D]; rope tables broadcast over [N, H, T, D]."""
-        N, T, _ = x.shape
-        q, k, v = self.qkv(x).reshape(N, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
-            q, k = rope.apply(q), rope.apply(k)
-        if torch.is_autocast_enabled(x.device.type):
-            dtype = torch.get_autocast_dtype(x.device.type)
-            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-        return q, k, v
+        return super().project(x, None if rope is None else rope.apply)
 
     def gate(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
         """x [N, T, C], valid [N, T] bool or None -> sigmoid gate [N, H] (mean over valid tokens)."""

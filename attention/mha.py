@@ -44,6 +44,21 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(self.head_dim, eps=norm_eps) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
+    def project(self, x: Tensor, rotate=None) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, T, C] -> q, k, v [B, H, T, D]: QK-norm, then `rotate` (a position
+        embedding applied to q and k) if given, in the compute dtype."""
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rotate is not None:
+            q, k = rotate(q), rotate(k)
+        if torch.is_autocast_enabled(x.device.type):
+            # LayerNorm/RoPE come out of autocast in fp32; cache and attend in bf16 instead
+            # of keeping fp32 keys around (half the cache memory and bandwidth).
+            dtype = torch.get_autocast_dtype(x.device.type)
+            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+        return q, k, v
+
     def forward(
         self,
         x: Tensor,
@@ -54,16 +69,8 @@ class Attention(nn.Module):
         """x [B, T, C]; rope (cos, sin) broadcastable to [B, H, T, D]; attn_mask bool
         [T, T] over the new tokens (True = attend) or None; kv: this layer's cache slot."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
-            q = RotaryEmbedding2D.apply(q, *rope)
-            k = RotaryEmbedding2D.apply(k, *rope)
-        if torch.is_autocast_enabled(x.device.type):
-            # LayerNorm/RoPE come out of autocast in fp32; cache and attend in bf16 instead
-            # of keeping fp32 keys around (half the cache memory and bandwidth).
-            dtype = torch.get_autocast_dtype(x.device.type)
-            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+        rotate = None if rope is None else (lambda t: RotaryEmbedding2D.apply(t, *rope))
+        q, k, v = self.project(x, rotate)
         if kv is not None:
             k, v = kv.update(k, v)
             if attn_mask is not None and attn_mask.shape[-1] != k.shape[2]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .cache import KVCache
+from .cache import KVCache, append_layer, grow_layer
 from .naive import redundancy_scores
 
 
@@ -107,26 +107,11 @@ class RollingKVCache(KVCache):
                 if self.bounded:  # fixed equal shares; the last slot is the scratch slot
                     self._cap = [b.shape[2] - 1 if b is not None else None for b in self._k]
                     return self.update(index, k, v)
-                self._grow(index, n + T)
-            return self._append(index, k, v)
+                grow_layer(self, index, k, v, max(n + T, int(self._k[index].shape[2] * 1.25)))
+            return append_layer(self, index, k, v)
         if n + T <= cap:
-            return self._append(index, k, v)
+            return append_layer(self, index, k, v)
         return self._evict_and_write(index, k, v)
-
-    def _append(self, index: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        n, T = self._len[index], k.shape[2]
-        self._k[index][:, :, n : n + T] = k
-        self._v[index][:, :, n : n + T] = v
-        self._len[index] = n + T
-        return self._k[index][:, :, : n + T], self._v[index][:, :, : n + T]
-
-    def _grow(self, index: int, needed: int) -> None:
-        old_k, old_v, n = self._k[index], self._v[index], self._len[index]
-        capacity = max(needed, int(old_k.shape[2] * 1.25))
-        new_k = old_k.new_empty(old_k.shape[0], old_k.shape[1], capacity, old_k.shape[3])
-        new_v = old_v.new_empty(new_k.shape)
-        new_k[:, :, :n], new_v[:, :, :n] = old_k[:, :, :n], old_v[:, :, :n]
-        self._k[index], self._v[index] = new_k, new_v
 
     def _evict_and_write(self, index: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         buf_k, buf_v = self._k[index], self._v[index]
