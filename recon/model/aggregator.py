@@ -65,6 +65,7 @@ class Aggregator(nn.Module):
         self.register_token = nn.Parameter(torch.randn(1, 2, num_register_tokens, embed_dim) * 1e-6)
         self.patch_start_idx = 1 + num_register_tokens
         self._rope_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._norm_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
         # Recompute block activations in the backward pass instead of storing them.
         self.gradient_checkpointing = False
 
@@ -73,6 +74,15 @@ class Aggregator(nn.Module):
         variant = (torch.arange(S, device=self.camera_token.device) + first_index > 0).long()
         special = torch.cat((self.camera_token, self.register_token), dim=2)[0]  # [2, 1+R, C]
         return special[variant].unsqueeze(0).expand(B, -1, -1, -1).reshape(B * S, *special.shape[1:])
+
+    def _normalisation(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        # Cached per device: no per-frame host-to-device copies of two constants.
+        key = (dtype, device)
+        if key not in self._norm_cache:
+            mean = torch.tensor(_IMAGENET_MEAN, dtype=dtype, device=device).view(1, 3, 1, 1)
+            std = torch.tensor(_IMAGENET_STD, dtype=dtype, device=device).view(1, 3, 1, 1)
+            self._norm_cache[key] = (mean, std)
+        return self._norm_cache[key]
 
     def _rope_tables(self, rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
         key = (rows, cols, dtype, device)
@@ -95,8 +105,7 @@ class Aggregator(nn.Module):
             raise ValueError("a stream state implies causal attention")
         keep = set(range(self.depth)) if keep_levels is None else {i % self.depth for i in keep_levels}
 
-        mean = images.new_tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = images.new_tensor(_IMAGENET_STD).view(1, 3, 1, 1)
+        mean, std = self._normalisation(images.dtype, images.device)
         x = (images.reshape(B * S, 3, H, W) - mean) / std
         patches = self.patch_embed(x)  # [B*S, hw, C]
         first_index = state.num_frames if state is not None else 0
@@ -105,7 +114,7 @@ class Aggregator(nn.Module):
 
         cos, sin = self._rope_tables(H // self.patch_size, W // self.patch_size, tokens.dtype, tokens.device)
         frame_rope = (cos, sin)
-        temporal_rope = (cos.repeat(S, 1), sin.repeat(S, 1))
+        temporal_rope = (cos, sin) if S == 1 else (cos.repeat(S, 1), sin.repeat(S, 1))
 
         mask = None
         if causal and S > 1:
