@@ -38,6 +38,14 @@ class KVCache:
     def reset(self) -> None:
         raise NotImplementedError
 
+    def steady(self) -> bool:
+        """True when every later step has this step's tensor shapes and control flow (what
+        a CUDA graph replay needs); growing caches are never steady."""
+        return False
+
+    def count_replayed_step(self) -> None:
+        """Host-side bookkeeping of one step that ran as a graph replay (no Python ran)."""
+
 
 class _LayerSlot:
     __slots__ = ("cache", "index")
@@ -126,3 +134,12 @@ class StreamState:
         self.camera.reset()
         self.num_frames = 0
         self.extras.clear()
+
+    def steady(self) -> bool:
+        """Whether the next one-frame step can be captured once and replayed for all later ones."""
+        return self.num_frames > 0 and self.temporal.steady() and self.camera.steady()
+
+    def count_replayed_step(self) -> None:
+        self.num_frames += 1
+        self.temporal.count_replayed_step()
+        self.camera.count_replayed_step()

@@ -20,6 +20,7 @@ import torch
 
 from . import memory as memory_strategies
 from .device import autocast_for, prepare_model, resolve_device
+from .fastpath import GraphedStep
 from .preprocess import ImageTransform, preprocess_frame
 
 
@@ -54,10 +55,20 @@ class Reconstructor:
         device: str | torch.device = "auto",
         width: int | None = None,
         mode: str = "crop",
+        precision: str = "bf16",
+        fast: bool | None = None,
+        world_points: str = "depth",
         **memory_options,
     ) -> None:
+        """precision: "bf16", "mixed" or "fp32" on CUDA; world_points: "depth" (unprojected
+        depth) or "head" (the point-map head) -- see recon.device.prepare_model (the CPU always
+        computes in fp32). fast: replay steady per-frame steps as a CUDA graph
+        (recon.fastpath; default on for CUDA, where it applies to bounded strategies)."""
         self.device = resolve_device(device)
-        self.model = prepare_model(model, self.device)
+        self.model = prepare_model(model, self.device, precision, world_points)
+        self.precision = self.model.precision
+        use_graphs = self.device.type == "cuda" if fast is None else fast
+        self._graphed = GraphedStep(self.model, self.precision) if use_graphs and self.device.type == "cuda" else None
         # Linear-attention models stream with their recurrent state; VGGT-style ones keep a cache.
         self.memory = memory or ("linear" if model.config.architecture == "horizon" else "full")
         self.memory_options = memory_options
@@ -70,6 +81,8 @@ class Reconstructor:
         """Forget the stream; the next frame starts a new world frame."""
         self.state = memory_strategies.make_state(self.memory, self.model, **self.memory_options)
         self._model_hw = None
+        if self._graphed is not None:
+            self._graphed.reset()
 
     @property
     def num_frames(self) -> int:
@@ -116,8 +129,11 @@ class Reconstructor:
         pre = self.preprocess(frame, bgr=bgr)
         index = self.state.num_frames
         images = pre.image.to(self.device, non_blocking=True)[None, None]
-        with autocast_for(self.device):
-            out = self.model(images, state=self.state)
+        if self._graphed is not None:
+            out = self._graphed(images, self.state)
+        else:
+            with autocast_for(self.device, self.precision):
+                out = self.model(images, state=self.state)
         pred = _to_prediction(out, pre, index, time.time() if timestamp is None else timestamp)
         pred.latency_s = time.perf_counter() - start
         return pred
@@ -126,13 +142,21 @@ class Reconstructor:
     def forward_batch(self, images: torch.Tensor, causal: bool = True) -> dict:
         """Offline forward over [S, 3, H, W] or [B, S, 3, H, W] model-ready images
         (block-causal by default, bidirectional with causal=False); no stream state."""
-        with autocast_for(self.device):
+        with autocast_for(self.device, self.precision):
             return self.model(images.to(self.device), causal=causal)
 
 
+_OUTPUTS = ("extrinsic", "intrinsic", "depth", "depth_conf", "world_points", "world_points_conf")
+
+
 def _to_prediction(out: dict, pre, index: int, timestamp: float) -> FramePrediction:
+    # All copies queued at once (into pinned memory on CUDA), then a single wait.
+    host = {name: out[name][0, 0].float().to("cpu", non_blocking=True) for name in _OUTPUTS}
+    if out["depth"].is_cuda:
+        torch.cuda.current_stream(out["depth"].device).synchronize()
+
     def np0(name: str) -> np.ndarray:
-        return out[name][0, 0].float().cpu().numpy()
+        return host[name].numpy()
 
     intrinsic = np0("intrinsic")
     return FramePrediction(

@@ -71,7 +71,7 @@ class WindowedStream:
     def _run_window(self) -> list[FramePrediction]:
         device = next(self.model.parameters()).device
         images = torch.stack([p.pre.image for p in self._pending])[None].to(device)
-        with autocast_for(device):
+        with autocast_for(device, getattr(self.model, "precision", "bf16")):
             out = self.model(images, causal=False)
         result = self.aligner.add(WindowPrediction.from_model_output(out), self._start)
         self.last_window = result

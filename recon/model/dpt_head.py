@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recon.device import fp32_region, upcast
+
 
 class ResidualConvUnit(nn.Module):
     def __init__(self, features: int) -> None:
@@ -70,6 +72,9 @@ class DPTHead(nn.Module):
         self.conf_activation = conf_activation
         self.pos_embed = pos_embed
         self.feature_only = feature_only
+        # Set by recon.device.prepare_model(precision="bf16"): compute under the caller's bf16
+        # autocast (outputs are activated in fp32); otherwise the head runs in fp32.
+        self.bf16 = False
         self.down_ratio = down_ratio
         self.intermediate_layer_idx = list(intermediate_layer_idx)
         oc = list(out_channels)
@@ -109,7 +114,11 @@ class DPTHead(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor]:
         B, S, _, H, W = images.shape
         chunk = S if not frames_chunk_size else frames_chunk_size
-        pieces = [self._forward_frames(levels, (H, W), patch_start_idx, s, min(s + chunk, S)) for s in range(0, S, chunk)]
+        with fp32_region(images.device.type, enabled=not self.bf16):
+            if not self.bf16:
+                levels = [upcast(lv) for lv in levels]
+            pieces = [self._forward_frames(levels, (H, W), patch_start_idx, s, min(s + chunk, S))
+                      for s in range(0, S, chunk)]  # fmt: skip
         if self.feature_only:
             return torch.cat(pieces, dim=1)
         return torch.cat([p[0] for p in pieces], dim=1), torch.cat([p[1] for p in pieces], dim=1)
@@ -176,7 +185,7 @@ def inverse_log(y: Tensor) -> Tensor:
 
 
 def _activate(out: Tensor, activation: str, conf_activation: str) -> tuple[Tensor, Tensor]:
-    fmap = out.permute(0, 2, 3, 1)
+    fmap = upcast(out.permute(0, 2, 3, 1))  # exp and confidences in fp32, whatever the head ran in
     values, conf = fmap[..., :-1], fmap[..., -1]
     if activation == "exp":
         values = torch.exp(values)

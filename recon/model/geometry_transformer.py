@@ -7,8 +7,9 @@ forward(images [B, S, 3, H, W] in [0, 1], state=None, causal=True) returns a dic
   intrinsic          [B, S, 3, 3]   pixels of the model input, principal point at centre
   depth              [B, S, H, W]   z-depth along the optical axis
   depth_conf         [B, S, H, W]   > 1, higher is more confident
-  world_points       [B, S, H, W, 3] point map in the world frame
-  world_points_conf  [B, S, H, W]
+  world_points       [B, S, H, W, 3] point map in the world frame (from the point head, or
+                     depth unprojected with the camera when `world_points_from == "depth"`)
+  world_points_conf  [B, S, H, W]   (depth_conf in the latter case)
   track, track_vis, track_conf  (only with query_points and a track head)
 
 Modes: causal=False is the offline bidirectional VGGT forward; causal=True is the
@@ -18,14 +19,13 @@ appended after what the state has seen), and equals the causal batch forward.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import Tensor, nn
 
-from recon.align import pose_encoding_to_extri_intri
+from recon.align import pose_encoding_to_extri_intri, unproject_depth
 from recon.attention import FullKVCache, KVCache, StreamState
 from recon.config import ModelConfig
+from recon.device import fp32_region, upcast
 
 from .aggregator import Aggregator
 from .camera_head import CameraHead
@@ -57,6 +57,9 @@ class GeometryTransformer(nn.Module):
             self.track_head = TrackHead(
                 dim, patch_size=c.patch_size, features=c.track_features, intermediate_layer_idx=c.dpt_levels
             )
+        # "head": the point-map head's output; "depth": depth unprojected with the predicted
+        # camera (set for inference by recon.device.prepare_model).
+        self.world_points_from = "head"
 
     def init_state(self, temporal: KVCache | None = None, camera: KVCache | None = None) -> StreamState:
         """A fresh stream. Defaults keep every past frame (the `full` memory strategy)."""
@@ -81,12 +84,18 @@ class GeometryTransformer(nn.Module):
         needed = set(self.config.dpt_levels) | {self.config.depth - 1}
         levels, patch_start = self.aggregator(images, state=state, causal=causal, keep_levels=needed)
 
-        with _heads_in_fp32(images.device.type):
-            levels = [lv.float() if lv is not None else None for lv in levels]
-            pose_enc_list = self.camera_head(levels[-1], state=state, causal=causal)
+        # The camera head accumulates pose updates over its iterations: always fp32. The DPT
+        # heads pick their own precision (see recon.device.prepare_model).
+        with fp32_region(images.device.type):
+            pose_enc_list = self.camera_head(upcast(levels[-1]), state=state, causal=causal)
             pose_enc = pose_enc_list[-1]
             extrinsic, intrinsic = pose_encoding_to_extri_intri(pose_enc, (H, W))
-            depth, depth_conf = self.depth_head(levels, images, patch_start)
+        depth, depth_conf = self.depth_head(levels, images, patch_start)
+        if self.world_points_from == "depth":
+            # Depth unprojected with the predicted camera: VGGT reports it more accurate
+            # than the point head, and it skips a whole DPT head.
+            points, points_conf = unproject_depth(depth[..., 0], extrinsic, intrinsic), depth_conf
+        else:
             points, points_conf = self.point_head(levels, images, patch_start)
         out: dict[str, Tensor | list[Tensor]] = {
             "pose_enc": pose_enc,
@@ -101,16 +110,11 @@ class GeometryTransformer(nn.Module):
         if query_points is not None:
             if self.track_head is None:
                 raise ValueError(f"model {self.config.name!r} has no track head")
-            tracks, vis, conf = self.track_head(levels, images, patch_start, query_points=query_points)
+            with fp32_region(images.device.type):
+                levels32 = [upcast(lv) for lv in levels]
+                tracks, vis, conf = self.track_head(levels32, images, patch_start, query_points=query_points)
             out.update(track=tracks[-1], track_vis=vis, track_conf=conf)
         if state is not None:
             state.num_frames += S
         return out
 
-
-def _heads_in_fp32(device_type: str):
-    # Heads regress exponentiated depth and confidences: they run in fp32 even when the
-    # trunk runs under bf16 autocast (as in the reference VGGT).
-    if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()

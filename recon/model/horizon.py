@@ -28,10 +28,10 @@ from torch import Tensor, nn
 from recon.align import pose_encoding_to_extri_intri, unproject_depth
 from recon.attention import LinearStreamState, PoseHistory
 from recon.config import ModelConfig
+from recon.device import fp32_region, upcast
 
 from .camera_head import CameraHead
 from .dpt_head import DPTHead
-from .geometry_transformer import _heads_in_fp32
 from .horizon_aggregator import HorizonAggregator
 from .horizon_poses import absolute_from_windows, pose_to_encoding
 
@@ -97,11 +97,11 @@ class HorizonTransformer(nn.Module):
         agg = self.aggregator(images, state, keep_levels=needed, time_start=time_start, joint=joint_window)
         layout = agg.layout
 
-        with _heads_in_fp32(images.device.type):
-            levels = [lv.float() if lv is not None else None for lv in agg.levels]
-            window_list = self._window_poses(agg.pose.float(), layout.lengths)  # raw, per iteration
-            scale = self._metric_scale(levels[-1][:, :, self.aggregator.patch_start_idx - 1], pool_scale)
-            depth, depth_conf = self.depth_head(levels, images, agg.patch_start_idx, frames_chunk_size=1)
+        depth, depth_conf = self.depth_head(agg.levels, images, agg.patch_start_idx, frames_chunk_size=1)
+        with fp32_region(images.device.type):
+            window_list = self._window_poses(upcast(agg.pose), layout.lengths)  # raw, per iteration
+            readout = upcast(agg.levels[-1][:, :, self.aggregator.patch_start_idx - 1])
+            scale = self._metric_scale(readout, pool_scale)
             depth = depth[..., 0] * scale[:, :, None, None]
             window = torch.cat((window_list[-1][..., :3] * scale[:, :, None, None], window_list[-1][..., 3:]), -1)
             pose_enc = self._absolute_poses(window, layout, state, joint_window)
