@@ -16,6 +16,9 @@ close relative to the background: each depth layer carries its own scale error. 
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
+import multiprocessing
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,12 +39,25 @@ class LayerConfig:
     max_correction: float = 4.0  # corrections are clamped to [1/x, x]
     conf_quantile: float = 0.3  # pixels below this confidence quantile do not measure
     loss: str = "cauchy"
+    workers: int = 0  # processes segmenting a window's frames in parallel (0: in this process)
 
 
 def segment_layers(depth: np.ndarray, config: LayerConfig = LayerConfig()) -> np.ndarray:
     """Depth layers of every frame: depth [S, H, W] -> labels [S, H, W] (-1 invalid)."""
-    return np.stack([segment_depth_layers(d, None, config.k, config.min_size, config.merge_tol, config.max_side)
-                     for d in depth])  # fmt: skip
+    segment = functools.partial(segment_depth_layers, valid=None, k=config.k, min_size=config.min_size,
+                                merge_tol=config.merge_tol, max_side=config.max_side)  # fmt: skip
+    if config.workers > 1 and len(depth) > 1:
+        # Segmentation is a Python union-find: processes, not threads, run it in parallel.
+        return np.stack(list(_pool(config.workers).map(segment, depth)))
+    return np.stack([segment(d) for d in depth])
+
+
+@functools.cache
+def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    # fork: workers start at once and need no importable __main__ (scripts, notebooks). They
+    # run numpy only, never torch or CUDA, which are what make forking a CUDA process unsafe.
+    context = multiprocessing.get_context("fork")
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
 
 
 def link_segments(labels_a: np.ndarray, labels_b: np.ndarray, min_iou: float) -> tuple[np.ndarray, ...]:

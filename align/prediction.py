@@ -63,8 +63,11 @@ class WindowPrediction:
     def from_model_output(cls, out: dict, batch: int = 0) -> WindowPrediction:
         """GeometryTransformer output dict ([B, S, ...] tensors) -> the prediction of batch item `batch`."""
 
-        def get(name: str) -> np.ndarray:
-            return out[name][batch].detach().double().cpu().numpy()
+        def get(name: str) -> np.ndarray | None:
+            if name not in out:
+                return None
+            # Half the transfer of a device-side upcast; float64 on the host.
+            return out[name][batch].detach().float().cpu().numpy().astype(np.float64)
 
         return cls(get("extrinsic"), get("intrinsic"), get("depth"), get("depth_conf"),
                    get("world_points"), get("world_points_conf"))  # fmt: skip
@@ -142,6 +145,14 @@ def camera_points(depth: np.ndarray, intrinsic: np.ndarray) -> np.ndarray:
     fx, fy = intrinsic[..., 0, 0, None, None], intrinsic[..., 1, 1, None, None]
     cx, cy = intrinsic[..., 0, 2, None, None], intrinsic[..., 1, 2, None, None]
     return np.stack(((u - cx) / fx * depth, (v - cy) / fy * depth, depth), axis=-1)
+
+
+def world_points_from_depth(depth: np.ndarray, extrinsic: np.ndarray, intrinsic: np.ndarray) -> np.ndarray:
+    """Depth [..., H, W] with camera-from-world extrinsic [..., 3, 4] and intrinsic [..., 3, 3]
+    -> world points [..., H, W, 3] (numpy twin of `unproject_depth`)."""
+    cam = camera_points(depth, intrinsic)
+    R, t = extrinsic[..., None, None, :3, :3], extrinsic[..., None, None, :3, 3]
+    return np.einsum("...ji,...j->...i", R, cam - t)  # R^T (x_cam - t)
 
 
 def scale_along_rays(world_points: np.ndarray, extrinsic: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -73,10 +73,15 @@ def felzenszwalb(values: np.ndarray, valid: np.ndarray | None = None, k: float =
         ri, rj = find(i), find(j)
         if ri != rj and wt <= min(internal[ri] + k / size[ri], internal[rj] + k / size[rj]):
             union(ri, rj, wt)
-    for i, j, wt in zip(a, b, weight):
-        ri, rj = find(i), find(j)
+    # Small regions only grow by merging, so an edge between two regions that are already
+    # large enough never qualifies: only edges touching a small region are visited.
+    roots = _roots(parent)
+    big = np.bincount(roots, minlength=h * w)[roots] >= min_size
+    touch = ~(big[np.asarray(a, dtype=np.int64)] & big[np.asarray(b, dtype=np.int64)]) if a else np.zeros(0, bool)
+    for e in np.flatnonzero(touch).tolist():
+        ri, rj = find(a[e]), find(b[e])
         if ri != rj and (size[ri] < min_size or size[rj] < min_size):
-            union(ri, rj, wt)
+            union(ri, rj, weight[e])
     return _compact(_roots(parent).reshape(h, w), ok)
 
 

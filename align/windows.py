@@ -129,6 +129,11 @@ class WindowAligner:
         return AlignedWindow(indices, aligned.select(new), sim3, fit, None if scale is None else scale[new])
 
     def _remember(self, indices: np.ndarray, frames: WindowPrediction, labels: np.ndarray | None) -> None:
+        O = self.config.overlap
+        if len(indices) >= O:  # the new frames alone fill the summary: no concatenation
+            self._map = _MapSummary(indices[-O:].copy(), frames.select(slice(-O, None)).copy(),
+                                    None if labels is None else labels[-O:].copy())  # fmt: skip
+            return
         if self._map is not None:
             indices = np.concatenate((self._map.indices, indices))
             frames = WindowPrediction.concat([self._map.frames, frames])

@@ -6,12 +6,14 @@ are post-norm, post-RoPE [B, H, T, D], so a cache never has to re-rotate anythin
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .qknorm_rope import qk_norm_rope
 from .rope import RotaryEmbedding2D
 
 
@@ -44,20 +46,34 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(self.head_dim, eps=norm_eps) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
-    def project(self, x: Tensor, rotate=None) -> tuple[Tensor, Tensor, Tensor]:
-        """x [B, T, C] -> q, k, v [B, H, T, D]: QK-norm, then `rotate` (a position
-        embedding applied to q and k) if given, in the compute dtype."""
+    def project(self, x: Tensor, rotate=None, rope: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, T, C] -> q, k, v [B, H, T, D]: QK-norm, then the position embedding (2D RoPE
+        tables `rope` = (cos, sin) [T, D], or any `rotate` function applied to q and k), in
+        the compute dtype. Inference on CUDA with [T, D] tables runs one fused kernel."""
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        autocast = torch.is_autocast_enabled(x.device.type)
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast else x.dtype
+        qkv = self.qkv(x)
+        if rotate is None and self._fusable(qkv, rope):
+            cos, sin = rope if rope is not None else (None, None)
+            qn, kn = self.q_norm, self.k_norm
+            return qk_norm_rope(qkv, self.num_heads, qn.weight, qn.bias, kn.weight, kn.bias, cos, sin, qn.eps, dtype)
+        q, k, v = qkv.reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            rotate = functools.partial(RotaryEmbedding2D.apply, cos=rope[0], sin=rope[1])
         if rotate is not None:
             q, k = rotate(q), rotate(k)
-        if torch.is_autocast_enabled(x.device.type):
+        if autocast:
             # LayerNorm/RoPE come out of autocast in fp32; cache and attend in bf16 instead
             # of keeping fp32 keys around (half the cache memory and bandwidth).
-            dtype = torch.get_autocast_dtype(x.device.type)
             q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
         return q, k, v
+
+    def _fusable(self, qkv: Tensor, rope: tuple[Tensor, Tensor] | None) -> bool:
+        if not qkv.is_cuda or torch.is_grad_enabled() or not isinstance(self.q_norm, nn.LayerNorm):
+            return False
+        return rope is None or tuple(rope[0].shape) == (qkv.shape[1], self.head_dim)
 
     def forward(
         self,
@@ -69,8 +85,7 @@ class Attention(nn.Module):
         """x [B, T, C]; rope (cos, sin) broadcastable to [B, H, T, D]; attn_mask bool
         [T, T] over the new tokens (True = attend) or None; kv: this layer's cache slot."""
         B, T, C = x.shape
-        rotate = None if rope is None else (lambda t: RotaryEmbedding2D.apply(t, *rope))
-        q, k, v = self.project(x, rotate)
+        q, k, v = self.project(x, rope=rope)
         if kv is not None:
             k, v = kv.update(k, v)
             if attn_mask is not None and attn_mask.shape[-1] != k.shape[2]:

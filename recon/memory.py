@@ -6,6 +6,7 @@ name, so the session and the CLI never special-case them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from recon.attention import FullKVCache, RollingKVCache, StreamState
@@ -66,8 +67,12 @@ def window(model, size: int = 20, overlap: int = 5, **options):
     """Offline model over overlapping windows of `size` frames sharing `overlap`, each aligned
     to the map by Sim(3) and layer-wise depth scale (see recon.windowed); predictions come
     per window, so use `Reconstructor.push` / `flush`. Other options: `WindowConfig`'s."""
+    from recon.align.layerwise import LayerConfig
     from recon.windowed import make_windowed_stream
 
+    if "layers" not in options:  # segment a window's depth maps in parallel on machines with cores to spare
+        cores = os.cpu_count() or 1
+        options["layers"] = LayerConfig(workers=min(8, cores // 2) if cores >= 8 else 0)
     return make_windowed_stream(model, size=size, overlap=overlap, **options)
 
 

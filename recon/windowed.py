@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recon.align.prediction import WindowPrediction
+from recon.align.prediction import WindowPrediction, world_points_from_depth
 from recon.align.windows import AlignedWindow, WindowAligner, WindowConfig
 
 from .device import autocast_for
@@ -45,6 +45,7 @@ class WindowedStream:
         self._start = 0  # stream index of _pending[0]
         self.num_frames = 0
         self.last_window: AlignedWindow | None = None  # for inspection: fit, Sim(3), layer factors
+        self.timings: dict[str, float] = {}  # seconds spent per stage (forward, align, emit) so far
 
     def reset(self) -> None:
         self.aligner.reset()
@@ -71,13 +72,23 @@ class WindowedStream:
     def _run_window(self) -> list[FramePrediction]:
         device = next(self.model.parameters()).device
         images = torch.stack([p.pre.image for p in self._pending])[None].to(device)
+        t0 = time.perf_counter()
         with autocast_for(device, getattr(self.model, "precision", "bf16")):
             out = self.model(images, causal=False)
-        result = self.aligner.add(WindowPrediction.from_model_output(out), self._start)
+        if getattr(self.model, "world_points_from", "head") == "depth":
+            # Points are unprojected depth: align depth and cameras only, unproject at emission
+            # (no transfer, Sim(3) transform or ray scaling of 20 full-resolution point maps).
+            out = {k: v for k, v in out.items() if k not in ("world_points", "world_points_conf")}
+        window = WindowPrediction.from_model_output(out)  # waits for the GPU
+        t1 = time.perf_counter()
+        result = self.aligner.add(window, self._start)
+        t2 = time.perf_counter()
         self.last_window = result
         first_new = int(result.indices[0]) - self._start
         preds = [_prediction(result.prediction, i, int(index), self._pending[first_new + i])
                  for i, index in enumerate(result.indices.tolist())]  # fmt: skip
+        for name, dt in (("forward", t1 - t0), ("align", t2 - t1), ("emit", time.perf_counter() - t2)):
+            self.timings[name] = self.timings.get(name, 0.0) + dt
         keep = min(self.config.overlap, len(self._pending))
         self._start += len(self._pending) - keep
         self._pending = self._pending[len(self._pending) - keep :]
@@ -90,6 +101,11 @@ def _prediction(window: WindowPrediction, i: int, index: int, pending: _Pending)
 
     pre = pending.pre
     intrinsic = f32(window.intrinsic)
+    if window.world_points is None:
+        points = world_points_from_depth(window.depth[i], window.extrinsic[i], window.intrinsic[i]).astype(np.float32)
+        points_conf = f32(window.depth_conf)
+    else:
+        points, points_conf = f32(window.world_points), f32(window.points_conf)
     return FramePrediction(
         index=index,
         timestamp=pending.timestamp,
@@ -98,8 +114,8 @@ def _prediction(window: WindowPrediction, i: int, index: int, pending: _Pending)
         intrinsic_original=np.asarray(pre.transform.intrinsics_to_original(intrinsic), dtype=np.float32),
         depth=f32(window.depth),
         depth_conf=f32(window.depth_conf),
-        world_points=f32(window.world_points),
-        points_conf=f32(window.points_conf),
+        world_points=points,
+        points_conf=points_conf,
         image=pre.image.permute(1, 2, 0).numpy(),
         transform=pre.transform,
         # Arrival to emission: a frame waits for its window, which is the honest latency here.
