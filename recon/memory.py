@@ -52,10 +52,10 @@ def rolling(
 ) -> StreamState:
     """Bounded cache: anchor frame + the least redundant past tokens (InfiniteVGGT
     behaviour). Budget in tokens (per head, summed over layers), MB, or frames' worth of
-    tokens (default 32 frames: 3.3 GB of bf16 keys/values for vggt-1b at 518x392). With no
+    tokens (default 16 frames: 1.6 GB of bf16 keys/values for vggt-1b at 518x392). With no
     bound at all, use `full`."""
     if budget_tokens is None and budget_mb is None and budget_frames is None:
-        budget_frames = 32
+        budget_frames = 16
     return StreamState(
         temporal=RollingKVCache(model.config.depth, budget_tokens, budget_mb, budget_frames),
         camera=RollingKVCache(model.camera_head.num_cache_slots, budget_frames=camera_budget_frames, rebalance=False),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from recon.datasets.types import Frame
 
+from .prefetch import prefetch
 from .session import FramePrediction, Reconstructor
 
 
@@ -94,10 +95,14 @@ def run_stream(
             on_prediction(pred, frame)
         status.update(stats)
 
+    # Files and folders: decode + preprocess the next frame on a thread while this one runs.
+    # Live cameras: no read-ahead (a prefetched frame would be older when its turn comes).
+    frames = ((f, f.image) for f in source) if getattr(source, "live", False) else prefetch(
+        source, lambda f: reconstructor.preprocess(f.image))  # fmt: skip
     try:
-        for frame in source:
+        for frame, image in frames:
             pending.append(frame)
-            for pred in reconstructor.push(frame.image, timestamp=frame.timestamp):
+            for pred in reconstructor.push(image, timestamp=frame.timestamp):
                 deliver(pred)
         for pred in reconstructor.flush():
             deliver(pred)

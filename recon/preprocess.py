@@ -171,6 +171,7 @@ class PreprocessedFrame:
 
     image: torch.Tensor
     transform: ImageTransform
+    pinned: torch.Tensor | None = None  # a page-locked copy of `image`, for an async upload to a GPU
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -12,6 +12,7 @@ world = first camera).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ import torch
 from . import memory as memory_strategies
 from .device import autocast_for, prepare_model, resolve_device
 from .fastpath import GraphedStep
-from .preprocess import ImageTransform, preprocess_frame
+from .preprocess import ImageTransform, PreprocessedFrame, preprocess_frame
 
 
 @dataclass
@@ -92,13 +93,23 @@ class Reconstructor:
         """Bytes held by the stream's caches and states."""
         return self.state.nbytes()
 
-    def preprocess(self, frame, bgr: bool = False):
+    def preprocess(self, frame, bgr: bool = False) -> PreprocessedFrame:
+        """The model input of a frame (see recon.preprocess). `push`/`step` call it, or take
+        its result directly: a prefetch thread may preprocess the next frame meanwhile
+        (recon.prefetch). On CUDA a pinned copy of the image is made for an async upload."""
+        if isinstance(frame, PreprocessedFrame):
+            if self._model_hw is None:
+                self._model_hw = tuple(frame.image.shape[-2:])
+            return frame
         # Every frame of a stream shares the first frame's model resolution.
         if self._model_hw is None:
             pre = preprocess_frame(frame, mode=self.mode, target_width=self.width, bgr=bgr)
             self._model_hw = tuple(pre.image.shape[-2:])
-            return pre
-        return preprocess_frame(frame, mode=self.mode, size=self._model_hw, bgr=bgr)
+        else:
+            pre = preprocess_frame(frame, mode=self.mode, size=self._model_hw, bgr=bgr)
+        if self.device.type == "cuda":
+            pre = dataclasses.replace(pre, pinned=pre.image.pin_memory())
+        return pre
 
     @property
     def windowed(self) -> bool:
@@ -128,7 +139,7 @@ class Reconstructor:
         start = time.perf_counter()
         pre = self.preprocess(frame, bgr=bgr)
         index = self.state.num_frames
-        images = pre.image.to(self.device, non_blocking=True)[None, None]
+        images = (pre.image if pre.pinned is None else pre.pinned).to(self.device, non_blocking=True)[None, None]
         if self._graphed is not None:
             out = self._graphed(images, self.state)
         else:
