@@ -1,12 +1,15 @@
 """Plain-torch reference of softmax attention, used as the test oracle for the fused path.
 
 Shapes: q [B, H, Tq, D], k/v [B, H, Tk, D], mask [Tq, Tk] bool (True = may attend) or None.
+The rolling cache's `redundancy_scores` reference lives in `scoring/naive.py` (re-exported here).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from .scoring.naive import redundancy_scores  # noqa: F401  (re-export; one implementation)
 
 
 def naive_softmax_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -15,12 +18,3 @@ def naive_softmax_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None
         scores = scores.masked_fill(~mask, float("-inf"))
     return (scores.softmax(dim=-1) @ v.float()).to(q.dtype)
 
-
-def redundancy_scores(keys: Tensor) -> Tensor:
-    """Cosine similarity of each key to the mean normalised key of the set, per head.
-
-    keys [B, H, N, D] -> scores [B, H, N] (higher = more redundant, evicted first).
-    """
-    kn = torch.nn.functional.normalize(keys.float(), dim=-1)
-    mean = torch.nn.functional.normalize(kn.mean(dim=2, keepdim=True), dim=-1)  # [B, H, 1, D]
-    return (kn * mean).sum(dim=-1)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .cache import KVCache, append_layer, grow_layer
-from .naive import redundancy_scores
+from .scoring import redundancy_scores  # Triton kernel for CUDA tensors, torch otherwise
 
 
 class RollingKVCache(KVCache):
@@ -54,6 +54,7 @@ class RollingKVCache(KVCache):
         self.anchor_tokens = 0
         self.total_budget: int | None = None  # tokens per head over all layers, once known
         self.evicted = 0
+        self._step_tokens = 0
 
     @property
     def bounded(self) -> bool:
@@ -64,6 +65,13 @@ class RollingKVCache(KVCache):
 
     def capacity(self, index: int) -> int | None:
         return self._cap[index]
+
+    def steady(self) -> bool:
+        # Full everywhere: each step evicts exactly its own size in every layer.
+        return self.bounded and all(c is not None and n == c for c, n in zip(self._cap, self._len))
+
+    def count_replayed_step(self) -> None:
+        self.evicted += self.num_layers * self._step_tokens
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._k + self._v if t is not None)
@@ -87,6 +95,7 @@ class RollingKVCache(KVCache):
     # -- the LayerKV operation -------------------------------------------------------------
     def update(self, index: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         B, H, T, D = k.shape
+        self._step_tokens = T
         first_step = self._k[index] is None
         if first_step:
             if index == 0 or not self.anchor_tokens:
@@ -164,7 +173,7 @@ class RollingKVCache(KVCache):
             keys, vals = self._k[i][:, :, :n], self._v[i][:, :, :n]
             keep = min(n, cap - step_tokens)  # room for the incoming step
             if keep < n:  # drop the most redundant candidates now
-                scores = redundancy_scores(keys[:, :, A:n].float())
+                scores = redundancy_scores(keys[:, :, A:n])  # upcasts internally
                 kept = scores.topk(keep - A, dim=-1, largest=False).indices.sort(dim=-1).values + A
                 anchor_idx = torch.arange(A, device=device).expand(*kept.shape[:2], A)
                 idx = torch.cat((anchor_idx, kept), dim=-1)[..., None].expand(-1, -1, -1, keys.shape[3])

@@ -109,6 +109,9 @@ def run_stream(
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
+        closer = getattr(frames, "close", None)
+        if closer is not None:  # stop the prefetch thread before the source is closed under it
+            closer()
         status.close()
         summary.seconds = time.perf_counter() - start
         summary.dropped = getattr(source, "dropped", 0)

@@ -60,4 +60,6 @@ def prefetch(items: Iterable[T], prepare: Callable[[T], U], depth: int = 2) -> I
             yield item, prepared
     finally:
         stop.set()
-        thread.join(timeout=5)
+        # The worker may be inside the source's next() (a read); let it finish before the
+        # caller closes the source, which must not happen while a generator is running.
+        thread.join(timeout=30)
