@@ -12,42 +12,23 @@ this package works without it.
 
 from __future__ import annotations
 
-import functools
-import importlib
-
 from torch import Tensor
 
+from ..lazy_kernels import BACKENDS, LazyKernels
 from .naive import redundancy_scores as redundancy_scores_torch
 
-BACKENDS = ("auto", "triton", "torch")
-_KERNELS = __name__ + ".triton_kernels"
-
-
-@functools.cache
-def _triton_import_error() -> Exception | None:
-    try:
-        importlib.import_module(_KERNELS)
-    except Exception as exc:  # missing, or an incompatible triton/torch: fall back to torch
-        return exc
-    return None
+_KERNELS = LazyKernels(__name__ + ".triton_kernels", "redundancy-score")
 
 
 def triton_available() -> bool:
-    return _triton_import_error() is None
+    return _KERNELS.available()
 
 
 def redundancy_scores(keys: Tensor, backend: str = "auto") -> Tensor:
     """keys [B, H, N, D] -> scores [B, H, N] float32 (higher = more redundant, evicted first)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown redundancy-score backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    if backend == "auto":
-        backend = "triton" if keys.is_cuda and triton_available() else "torch"
-    if backend == "torch":
+    if _KERNELS.choose(backend, keys.is_cuda) == "torch":
         return redundancy_scores_torch(keys)
-    err = _triton_import_error()
-    if err is not None:
-        raise RuntimeError(f"redundancy-score backend 'triton' needs triton ({err})") from err
-    return importlib.import_module(_KERNELS).redundancy_scores_triton(keys)
+    return _KERNELS.require().redundancy_scores_triton(keys)
 
 
 __all__ = ["BACKENDS", "redundancy_scores", "redundancy_scores_torch", "triton_available"]
