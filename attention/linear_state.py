@@ -1,13 +1,23 @@
 """Stream state of the `linear` memory strategy: constant size, whatever the stream length.
 
-    frame      WindowKVCache   last W frames' patch keys/values of every frame block
+    frame      WindowKVCache   rings of the last W + 1 frames' patch keys/values (+ scratch
+                               rows for pose-slot keys) of every frame block
     temporal   WindowKVCache   the same for every global (cross-frame) block
     camera     NullKVCache     the camera head only looks inside one frame's window
     recurrent  RecurrentStates KDA state + short-convolution tails of every linear layer
+    clock      FrameClock      the stream's frame count as a device tensor (RoPE time index
+                               and ring rows of a step that may be replayed as a CUDA graph)
     poses      PoseHistory     raw absolute poses of the last W frames (+ the first frame),
                                for fusing relative window poses into absolute ones
 
 `nbytes()` counts every tensor held.
+
+CUDA-graph protocol (recon.fastpath): once the windows are full, `steady()` is True and a
+one-frame step has fixed shapes and control flow. Every update of the model's core step is
+in place (ring writes at rows computed from `clock`, recurrent states copied into their
+tensors, `clock` incremented on the device); `count_replayed_step()` does the host
+bookkeeping of a replayed core step (frame count, the caches' counters). The pose fusion
+(`poses`) runs eagerly after every step and keeps its own counter.
 """
 
 from __future__ import annotations
@@ -37,9 +47,13 @@ class NullKVCache(KVCache):
     def reset(self) -> None:
         pass
 
+    def steady(self) -> bool:
+        return True
+
 
 class RecurrentStates:
-    """One `KDALayerState` per linear layer, replaced (not grown) at every call."""
+    """One `KDALayerState` per linear layer: stored at the first call, then overwritten in
+    place (the same tensors for the whole stream)."""
 
     def __init__(self) -> None:
         self.layers: dict[int, KDALayerState] = {}
@@ -48,13 +62,41 @@ class RecurrentStates:
         return self.layers.get(index)
 
     def set(self, index: int, state: KDALayerState) -> None:
-        self.layers[index] = state
+        held = self.layers.get(index)
+        if held is None:
+            self.layers[index] = state.detached_copy()
+        else:
+            held.copy_(state)
 
     def nbytes(self) -> int:
         return sum(s.nbytes() for s in self.layers.values())
 
     def reset(self) -> None:
         self.layers.clear()
+
+
+class FrameClock:
+    """Frames consumed so far, as a long tensor [1] on the model's device (None until the
+    first step). A device-side mirror of `StreamState.num_frames` for what a captured step
+    computes from the frame index; advanced in place by the step itself."""
+
+    def __init__(self) -> None:
+        self.frames: Tensor | None = None
+
+    def read(self, num_frames: int, device) -> Tensor:
+        """The counter (created from the host count on first use)."""
+        if self.frames is None:
+            self.frames = torch.full((1,), num_frames, dtype=torch.long, device=device)
+        return self.frames
+
+    def advance(self, frames: int) -> None:
+        self.frames.add_(frames)
+
+    def nbytes(self) -> int:
+        return 0 if self.frames is None else self.frames.numel() * self.frames.element_size()
+
+    def reset(self) -> None:
+        self.frames = None
 
 
 class PoseHistory:
@@ -92,6 +134,7 @@ class PoseHistory:
 class LinearStreamState(StreamState):
     frame: WindowKVCache = None  # type: ignore[assignment]
     recurrent: RecurrentStates = field(default_factory=RecurrentStates)
+    clock: FrameClock = field(default_factory=FrameClock)
     poses: PoseHistory = None  # type: ignore[assignment]
 
     @classmethod
@@ -100,11 +143,24 @@ class LinearStreamState(StreamState):
                    frame=WindowKVCache(depth, window), poses=PoseHistory(window))  # fmt: skip
 
     def nbytes(self) -> int:
-        parts = (self.temporal, self.camera, self.frame, self.recurrent, self.poses)
+        parts = (self.temporal, self.camera, self.frame, self.recurrent, self.clock, self.poses)
         return sum(p.nbytes() for p in parts)
 
     def reset(self) -> None:
         super().reset()
         self.frame.reset()
         self.recurrent.reset()
+        self.clock.reset()
         self.poses.reset()
+
+    def steady(self) -> bool:
+        """The windows are full (every later one-frame core step has this step's shapes and
+        control flow) and every state tensor exists."""
+        ready = self.clock.frames is not None
+        return ready and self.num_frames >= self.frame.window and self.frame.steady() and self.temporal.steady()
+
+    def count_replayed_step(self) -> None:
+        """Host bookkeeping of one replayed core step (the pose history is not part of it)."""
+        self.num_frames += 1
+        self.frame.count_replayed_step()
+        self.temporal.count_replayed_step()

@@ -6,6 +6,7 @@ caller (this frame, the window's past frames from a `WindowKVCache`, pose tokens
     q, k, v = attn.project(x, rope)       x [N, T, C] -> [N, H, T, D] (post-norm, post-RoPE)
     gate    = attn.gate(x, valid)         sigmoid(W_g mean_T(x)) per head, [N, H]
     y       = attn.attend(q, k, v, gate, mask)  -> [N, T, C]
+            = attn.output(sdpa(q, k, v, mask), gate)   (callers that run the SDPA themselves)
 
 The gate pools over the T tokens of the call (HorizonStream's "headwise" gate): callers
 decide what a call is (a frame, a pose slot, a window row). Parameter names follow the
@@ -48,7 +49,10 @@ class LocalAttention(Attention):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, gate: Tensor, mask: Tensor | None = None) -> Tensor:
         """q [N, H, T, D], k/v [N, H, S, D], gate [N, H], mask bool broadcastable to
         [N, H, T, S] (True = attend) -> [N, T, C]."""
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.output(F.scaled_dot_product_attention(q, k, v, attn_mask=mask), gate)
+
+    def output(self, out: Tensor, gate: Tensor) -> Tensor:
+        """Attention output [N, H, T, D], gate [N, H] -> gated and projected [N, T, C]."""
         out = out * gate.to(out.dtype)[:, :, None, None]
         N, H, T, D = out.shape
         return self.proj(out.transpose(1, 2).reshape(N, T, H * D))

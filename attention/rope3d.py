@@ -8,7 +8,9 @@ with i + d/2, frequencies base^(-2i/d)); an odd leftover feature passes through.
 Positions are integers [N, 3] = (t, row, col). Special tokens sit at (0, 0, 0); patches of
 a frame with time index t at (t + 1, r + 1, c + 1). The caller wraps t with a fixed period
 (`time_index`), so positions stay bounded on endless streams; only differences within
-the attention window matter.
+the attention window matter. `frame_tables` builds a frame's tables from a device tensor
+of time indices (the row/column part cached), so a step whose frame index lives on the
+device can be captured as a CUDA graph.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def _parts(head_dim: int) -> list[tuple[int, int]]:
 class RotaryEmbedding3D:
     def __init__(self, base: float = 100.0) -> None:
         self.base = float(base)
+        self._static: dict[tuple, RopeTables] = {}
 
     def tables(self, positions: Tensor, head_dim: int, dtype: torch.dtype) -> RopeTables:
         """positions [N, 3] (long) -> RopeTables for [..., N, head_dim] tensors."""
@@ -63,6 +66,37 @@ class RotaryEmbedding3D:
             index[offset : offset + half] = torch.arange(offset + half, offset + rot, device=device)
             index[offset + half : offset + rot] = torch.arange(offset, offset + half, device=device)
         return RopeTables(cos.to(dtype), sin.to(dtype), index)
+
+    def frame_tables(
+        self, times: Tensor, rows: int, cols: int, num_special: int, extra: int, head_dim: int, dtype: torch.dtype
+    ) -> RopeTables:
+        """Tables [S, num_special + rows*cols + extra, head_dim] of S frames' tokens laid out as
+        `frame_positions` plus `extra` tokens at (0, 0, 0), for time indices `times` [S] (long,
+        on the device). Everything that depends on the frame index is computed on the device
+        from `times` (no host values baked in: safe to capture in a CUDA graph once the
+        static part is cached, i.e. after one call of this shape)."""
+        static = self._static_tables(rows, cols, num_special, head_dim, times.device)
+        offset, rot = _parts(head_dim)[0]  # the time part
+        inv_freq = 1.0 / self.base ** (torch.arange(0, rot, 2, device=times.device).float() / rot)
+        angles = (times + 1).float()[:, None, None] * inv_freq  # [S, 1, rot/2]
+        c, s = angles.cos(), angles.sin()
+        S, P = times.shape[0], static.cos.shape[0]
+        patches = slice(num_special, P)
+        cos = static.cos.new_ones(S, P + extra, head_dim)
+        sin = static.sin.new_zeros(S, P + extra, head_dim)
+        cos[:, :P], sin[:, :P] = static.cos, static.sin
+        cos[:, patches, offset : offset + rot] = torch.cat((c, c), dim=-1)
+        sin[:, patches, offset : offset + rot] = torch.cat((-s, s), dim=-1)
+        return RopeTables(cos.to(dtype), sin.to(dtype), static.index)
+
+    def _static_tables(self, rows: int, cols: int, num_special: int, head_dim: int, device) -> RopeTables:
+        """fp32 tables [P, head_dim] of one frame's tokens at time 0 (the row and column
+        parts); the last shape asked for is cached."""
+        key = (rows, cols, num_special, head_dim, torch.device(device))
+        if key not in self._static:
+            pos = frame_positions(rows, cols, num_special, -1, device)
+            self._static = {key: self.tables(pos, head_dim, torch.float32)}
+        return self._static[key]
 
 
 def frame_positions(rows: int, cols: int, num_special: int, time: int, device=None) -> Tensor:

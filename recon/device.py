@@ -62,8 +62,8 @@ def prepare_model(
     * "mixed" -- trunk in bf16, every head in fp32 (the reference VGGT inference policy).
     * "fp32"  -- no autocast at all (matmuls may still use TF32); the accuracy reference.
 
-    The linear-attention ("horizon") trunk keeps fp32 weights under bf16 autocast: its
-    recurrent states accumulate over the whole stream.
+    The linear-attention ("horizon") model's recurrent KDA layers keep fp32 weights under bf16
+    autocast: their states accumulate over the whole stream.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
@@ -79,8 +79,9 @@ def prepare_model(
     torch.backends.cudnn.allow_tf32 = True
     if precision == "fp32":
         return model
-    if getattr(model.config, "architecture", "vggt") == "vggt":
-        model.aggregator.to(torch.bfloat16)
+    model.aggregator.to(torch.bfloat16)
+    for linear in getattr(model.aggregator, "linear_blocks", {}).values():
+        linear.float()  # recurrent (KDA) layers: states accumulate over the whole stream
     if precision == "bf16":
         for name in ("depth_head", "point_head"):
             head = getattr(model, name, None)

@@ -13,7 +13,10 @@ Rules the captured step follows, and that `StreamState`s must keep:
   * cache updates write into preallocated buffers in place (no reallocation once steady);
   * no host synchronisation inside the step (no `.item()`, no data-dependent shapes);
   * host bookkeeping a replay skips (frame count, eviction counters) is done by
-    `state.count_replayed_step()` after each replay.
+    `state.count_replayed_step()` after each replay;
+  * a model with a host-side tail exposes `graph_core(images, state)` (captured) and
+    `graph_finish(core_out, state)` (run eagerly after each replay), as the horizon model
+    does for its online pose fusion.
 Outputs of a replay live in static buffers overwritten by the next replay: copy them out
 (the session copies them to the host) before the next step.
 """
@@ -65,20 +68,33 @@ class GraphedStep:
             self._capture(images, state)  # Python ran once (bookkeeping done); now compute
             self.graph.replay()
             self.replays += 1
-            return self.static_out
+            return self._finish(state)
         if images.shape != self.static_images.shape:
             raise ValueError(f"frame of shape {tuple(images.shape)} in a stream captured at {tuple(self.static_images.shape)}")
         self.static_images.copy_(images, non_blocking=True)
         self.graph.replay()
         state.count_replayed_step()
         self.replays += 1
-        return self.static_out
+        return self._finish(state)
 
     def _capture(self, images: Tensor, state) -> None:
+        # Models with a host-side tail (the horizon model's online pose fusion) split their
+        # step: `graph_core` is captured, `graph_finish` runs eagerly after every replay.
+        core = getattr(self.model, "graph_core", None)
         self.static_images = images.clone()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             # Cached weight casts would be freed after capture: no autocast cache.
             with autocast_for(images.device, self.precision, cache_enabled=False):
-                self.static_out = self.model(self.static_images, state=state)
+                if core is not None:
+                    self.static_out = core(self.static_images, state)
+                else:
+                    self.static_out = self.model(self.static_images, state=state)
         self.graph = graph
+
+    def _finish(self, state) -> dict:
+        finish = getattr(self.model, "graph_finish", None)
+        if finish is None:
+            return self.static_out
+        with autocast_for(self.static_images.device, self.precision):
+            return finish(self.static_out, state)

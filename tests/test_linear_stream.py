@@ -63,7 +63,8 @@ def test_memory_is_constant_after_the_window_fills(model, images):
     _, state, sizes = _stream(model, images, (1,) * 7)
     assert sizes[0] > 0 and len(set(sizes[LINEAR.window_frames :])) == 1
     assert state.recurrent.nbytes() > 0 and state.frame.nbytes() > 0 and state.temporal.nbytes() > 0
-    assert state.nbytes() == sum(p.nbytes() for p in (state.frame, state.temporal, state.recurrent, state.poses))
+    parts = (state.frame, state.temporal, state.recurrent, state.clock, state.poses)
+    assert state.nbytes() == sum(p.nbytes() for p in parts)
 
 
 def test_batch_forward_is_causal(model, images, batch):

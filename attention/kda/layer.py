@@ -35,6 +35,17 @@ class KDALayerState:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.recurrent, *self.conv))
 
+    def detached_copy(self) -> "KDALayerState":
+        """A copy owning compact tensors (a conv tail may be a view into a whole call's input)."""
+        return KDALayerState(self.recurrent.clone(), tuple(t.clone() for t in self.conv))
+
+    def copy_(self, other: "KDALayerState") -> None:
+        """Overwrite in place with `other`'s values (same shapes): the tensors stay the same
+        objects, as a CUDA-graph replay needs."""
+        self.recurrent.copy_(other.recurrent)
+        for mine, theirs in zip(self.conv, other.conv, strict=True):
+            mine.copy_(theirs)
+
 
 class CausalConv1d(nn.Module):
     """Depthwise causal convolution over time followed by SiLU; weight [D, 1, kernel]."""

@@ -18,9 +18,21 @@ reference's offline median over every window that saw the frame.
 The batch forward (state=None) is causal and equals streaming frame by frame with a
 `LinearStreamState` (memory strategy "linear"). `joint_window`, `time_start` and
 `pool_scale` reproduce HorizonStream's chunked inference (see horizon_reference.py).
+
+forward = graph_finish(graph_core(images, state), state), split for CUDA graphs:
+  graph_core    aggregator, depth head, window poses, metric scale: device work only. With
+                a steady state (`state.steady()`) and one frame it has no host
+                synchronisation, updates the state in place and reads the frame index from
+                the state's device clock: capture it once, replay it for later frames, and
+                call `state.count_replayed_step()` after each replay.
+  graph_finish  online pose fusion (host-side SO(3) median), cameras and unprojection; runs
+                eagerly after every core step (replayed or not), before the next one. It
+                only reads the core outputs (they may be a graph's static buffers).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +45,7 @@ from recon.device import fp32_region, upcast
 from .camera_head import CameraHead
 from .dpt_head import DPTHead
 from .horizon_aggregator import HorizonAggregator
+from .horizon_layout import WindowLayout
 from .horizon_poses import absolute_from_windows, pose_to_encoding
 
 
@@ -82,7 +95,7 @@ class HorizonTransformer(nn.Module):
     ) -> dict[str, Tensor | list[Tensor]]:
         if images.ndim == 4:
             images = images.unsqueeze(0)
-        B, S, _, H, W = images.shape
+        H, W = images.shape[-2:]
         name = self.config.name
         if not causal:
             raise ValueError(f"model {name!r} (horizon architecture) is causal only")
@@ -93,39 +106,73 @@ class HorizonTransformer(nn.Module):
         p = self.config.patch_size
         if H % p or W % p:
             raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {p}")
+        core = self.graph_core(images, state, joint_window=joint_window, time_start=time_start, pool_scale=pool_scale)
+        return self.graph_finish(core, state)
+
+    def graph_core(
+        self,
+        images: Tensor,
+        state: LinearStreamState | None = None,
+        *,
+        joint_window: bool = False,
+        time_start: int | None = None,
+        pool_scale: bool = False,
+    ) -> dict:
+        """images [B, S, 3, H, W] -> device outputs: depth / depth_conf [B, S, H, W] (metric),
+        metric_scale [B, S], window_pose_enc [B, S, Wmax, 9] (metric), window_pose_enc_list,
+        window_valid [S, Wmax], fov_slot [S] (each frame's own slot) and `step` (host facts
+        for graph_finish, the same for every steady step). Advances the state's frame count
+        (host) and clock (device)."""
+        B, S, _, H, W = images.shape
         needed = set(self.config.dpt_levels) | {self.config.depth - 1}
         agg = self.aggregator(images, state, keep_levels=needed, time_start=time_start, joint=joint_window)
         layout = agg.layout
-
         depth, depth_conf = self.depth_head(agg.levels, images, agg.patch_start_idx, frames_chunk_size=1)
         with fp32_region(images.device.type):
-            window_list = self._window_poses(upcast(agg.pose), layout.lengths)  # raw, per iteration
+            window_list = self._window_poses(upcast(agg.pose), layout)  # raw, per iteration
             readout = upcast(agg.levels[-1][:, :, self.aggregator.patch_start_idx - 1])
             scale = self._metric_scale(readout, pool_scale)
             depth = depth[..., 0] * scale[:, :, None, None]
             window = torch.cat((window_list[-1][..., :3] * scale[:, :, None, None], window_list[-1][..., 3:]), -1)
-            pose_enc = self._absolute_poses(window, layout, state, joint_window)
-            extrinsic, intrinsic = pose_encoding_to_extri_intri(pose_enc, (H, W))
-            world_points = unproject_depth(depth, extrinsic, intrinsic)
         if state is not None:
+            state.clock.advance(S)
             state.num_frames += S
+        step = StepInfo(layout.row_lengths, joint_window, (H, W))
+        return {
+            "depth": depth, "depth_conf": depth_conf, "metric_scale": scale, "window_pose_enc": window,
+            "window_pose_enc_list": window_list, "window_valid": layout.valid, "fov_slot": layout.lengths - 1,
+            "step": step,
+        }  # fmt: skip
+
+    def graph_finish(self, core: dict, state: LinearStreamState | None = None) -> dict[str, Tensor | list[Tensor]]:
+        """graph_core's outputs -> the forward's output dict (fuses the window poses into
+        absolute ones, extending `state.poses`)."""
+        step: StepInfo = core["step"]
+        window, depth = core["window_pose_enc"], core["depth"]
+        with fp32_region(depth.device.type):
+            pose_enc = self._absolute_poses(window, core["fov_slot"], step, state)
+            extrinsic, intrinsic = pose_encoding_to_extri_intri(pose_enc, step.image_hw)
+            world_points = unproject_depth(depth, extrinsic, intrinsic)
+        depth_conf = core["depth_conf"]
         return {
             "pose_enc": pose_enc, "pose_enc_list": [pose_enc], "extrinsic": extrinsic, "intrinsic": intrinsic,
             "depth": depth, "depth_conf": depth_conf, "world_points": world_points, "world_points_conf": depth_conf,
-            "metric_scale": scale, "window_pose_enc": window, "window_pose_enc_list": window_list,
-            "window_valid": layout.valid,
+            "metric_scale": core["metric_scale"], "window_pose_enc": window,
+            "window_pose_enc_list": core["window_pose_enc_list"], "window_valid": core["window_valid"],
         }  # fmt: skip
 
-    def _window_poses(self, tokens: Tensor, lengths: Tensor) -> list[Tensor]:
+    def _window_poses(self, tokens: Tensor, layout: WindowLayout) -> list[Tensor]:
         """tokens [B, S, Wmax, 2C] -> per iteration [B, S, Wmax, 9]; each row attends over
-        its active slots only (rows of equal length are batched)."""
+        its active slots only (runs of rows of equal length are batched)."""
         B, S, Wm, _ = tokens.shape
+        if layout.uniform:  # every slot active: one call, no scatter
+            x = tokens.reshape(B * S, Wm, 1, -1)
+            return [enc.reshape(B, S, Wm, 9) for enc in self.camera_head(x, causal=False)]
         outs = [tokens.new_zeros(B, S, Wm, 9) for _ in range(self.camera_head.num_iterations)]
-        for L in lengths.unique().tolist():
-            rows = (lengths == L).nonzero().squeeze(1)
-            x = tokens[:, rows, :L].reshape(B * len(rows), L, 1, -1)
+        for a, b, L in layout.runs():
+            x = tokens[:, a:b, :L].reshape(B * (b - a), L, 1, -1)
             for out, enc in zip(outs, self.camera_head(x, causal=False)):
-                out[:, rows, :L] = enc.reshape(B, len(rows), L, 9)
+                out[:, a:b, :L] = enc.reshape(B, b - a, L, 9)
         return outs
 
     def _metric_scale(self, readout: Tensor, pool: bool) -> Tensor:
@@ -137,10 +184,20 @@ class HorizonTransformer(nn.Module):
             return self.metric_head(readout.mean(dim=1)).exp().expand(B, S)
         return self.metric_head(readout)[..., 0].exp()
 
-    def _absolute_poses(self, window: Tensor, layout, state: LinearStreamState | None, joint: bool) -> Tensor:
-        """Window poses [B, S, Wmax, 9] -> absolute pose encodings [B, S, 9] (causal FoV)."""
+    def _absolute_poses(self, window: Tensor, fov_slot: Tensor, step: "StepInfo", state) -> Tensor:
+        """Window poses [B, S, Wmax, 9] -> absolute pose encodings [B, S, 9] (causal FoV:
+        each frame's own slot `fov_slot` [S])."""
         S = window.shape[1]
         history = state.poses if state is not None else PoseHistory(self.config.window_frames)
-        w2c = absolute_from_windows(window, layout.lengths.tolist(), history, joint)
-        fov = window[:, torch.arange(S, device=window.device), layout.lengths - 1, 7:]  # own slot's estimate
+        w2c = absolute_from_windows(window, list(step.row_lengths), history, step.joint)
+        fov = window[:, torch.arange(S, device=window.device), fov_slot, 7:]
         return pose_to_encoding(w2c, fov)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Host facts of a core step that graph_finish needs (constant once a stream is steady)."""
+
+    row_lengths: tuple[int, ...]  # active window slots per frame
+    joint: bool
+    image_hw: tuple[int, int]

@@ -15,6 +15,10 @@ slots pose_token[1]). Each level:
   global block  a frame's patches and pose tokens attend to the patches of the frames in
                 its window (itself + the last W) and to the frame's own pose tokens.
 Window keys come from `WindowKVCache`s, KDA states from the state: memory is constant.
+A one-frame streaming call attends over the window rings in place (horizon_ring.py); it
+reads the frame index from the state's device clock only, so once the window is full the
+call is the same every frame (capturable as a CUDA graph). Multi-frame calls concatenate
+each layer's window history in time order.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from recon.attention import LinearStreamState, RotaryEmbedding3D, frame_positions, time_index
+from recon.attention import LinearStreamState, RopeTables, RotaryEmbedding3D
 from recon.config import ModelConfig
 
 from .backbone import ViTBackbone
 from .horizon_blocks import LinearBlock, LocalBlock
 from .horizon_layout import WindowLayout
+from .horizon_ring import RingStep, slot_attention, store_step, window_keys
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -71,6 +76,16 @@ class HorizonAggregator(nn.Module):
             self.metric_readout_token = nn.Parameter(torch.randn(1, 1, C) * 1e-6)
             special += 1
         self.patch_start_idx = special
+        self._norm_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+    def _normalisation(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        # Cached per device: no per-frame host-to-device copies (not allowed in a CUDA graph).
+        key = (dtype, device)
+        if key not in self._norm_cache:
+            mean = torch.tensor(_IMAGENET_MEAN, dtype=dtype, device=device).view(1, 3, 1, 1)
+            std = torch.tensor(_IMAGENET_STD, dtype=dtype, device=device).view(1, 3, 1, 1)
+            self._norm_cache[key] = (mean, std)
+        return self._norm_cache[key]
 
     def _special_tokens(self, n: int) -> list[Tensor]:
         out = []
@@ -94,41 +109,58 @@ class HorizonAggregator(nn.Module):
             raise ValueError("a joint first window must start the stream")
         keep = set(range(self.depth)) if keep_levels is None else {i % self.depth for i in keep_levels}
         held = state.frame.num_frames(0) if state is not None else 0
-        layout = WindowLayout.build(first, S, self.window, held, joint, device=images.device)
+        device = images.device
+        layout = WindowLayout.build(first, S, self.window, held, joint, device=device)
         X, Wm, C = self.pose_tokens, layout.num_slots, self.pose_token.shape[-1]
 
-        mean = images.new_tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = images.new_tensor(_IMAGENET_STD).view(1, 3, 1, 1)
+        mean, std = self._normalisation(images.dtype, device)
         patches = self.patch_embed((images.reshape(B * S, 3, H, W) - mean) / std)
         x_p = torch.cat([*self._special_tokens(B * S), patches], dim=1)  # [B*S, P, C]
         P = x_p.shape[1]
-        current = torch.arange(Wm, device=images.device)[None] == (layout.lengths[:, None] - 1)  # [S, Wm]
+        current = torch.arange(Wm, device=device)[None] == (layout.lengths[:, None] - 1)  # [S, Wm]
         pose = torch.where(current[..., None, None], self.pose_token[0], self.pose_token[1])  # [S, Wm, X, C]
         x_s = pose.to(x_p.dtype).expand(B, -1, -1, -1, -1).reshape(B * S * Wm, X, C)
 
-        rows, cols = H // self.patch_size, W // self.patch_size
-        times = [time_start + s if time_start is not None else time_index(first + s, self.period) for s in range(S)]
-        pos = torch.stack([frame_positions(rows, cols, self.patch_start_idx, t, images.device) for t in times])
-        pos_all = torch.cat((pos, pos.new_zeros(S, Wm * X, 3)), dim=1)  # pose tokens sit at (0, 0, 0)
-        D = C // self.frame_blocks[0].attn.num_heads
-        rope_p = self.rope.tables(pos.reshape(-1, 3), D, x_p.dtype)
-        rope_a = self.rope.tables(pos_all.reshape(-1, 3), D, x_p.dtype)
-        for r, n in ((rope_p, P), (rope_a, P + Wm * X)):  # [S*n, D] -> [B*S, 1, n, D]
-            r.cos = r.cos.reshape(S, 1, n, D).repeat(B, 1, 1, 1)
-            r.sin = r.sin.reshape(S, 1, n, D).repeat(B, 1, 1, 1)
-
-        ctx = _Context(B, S, P, X, Wm, layout, state, rope_p, rope_a, joint)
+        clock = state.clock.read(first, device) if state is not None else None
+        rope_p, rope_a = self._rope(self._times(S, clock, time_start, device), H, W, Wm * X, B, x_p.dtype)
+        ring = None
+        if state is not None and S == 1 and not joint:
+            ring = RingStep.build(clock, Wm, state.frame.rows)
+        ctx = _Context(B, S, P, X, Wm, layout, state, rope_p, rope_a, joint, ring)
         levels: list[Tensor | None] = []
         pose_out = None
         for i in range(self.depth):
-            x_p, x_s = self._frame_level(i, x_p, x_s, ctx)
+            x_p, x_s = (self._frame_level if ring is None else self._frame_ring)(i, x_p, x_s, ctx)
             frame_p, frame_s = x_p, x_s
-            x_p, x_s = self._global_level(i, x_p, x_s, ctx)
+            x_p, x_s = (self._global_level if ring is None else self._global_ring)(i, x_p, x_s, ctx)
             levels.append(torch.cat((frame_p.view(B, S, P, C), x_p.view(B, S, P, C)), dim=-1) if i in keep else None)
             if i == self.depth - 1:
                 first_tok = lambda t: t.view(B, S, Wm, X, C)[..., 0, :]  # noqa: E731
                 pose_out = torch.cat((first_tok(frame_s), first_tok(x_s)), dim=-1)
         return HorizonLevels(levels, pose_out, layout, self.patch_start_idx)
+
+    def _times(self, S: int, clock: Tensor | None, time_start: int | None, device) -> Tensor:
+        """RoPE time index of the call's frames [S] (long, on the device): the stream index
+        (the device clock when streaming) wrapped with the period, or time_start + s."""
+        if time_start is not None:
+            return torch.arange(time_start, time_start + S, device=device)
+        times = torch.arange(S, device=device) if clock is None else clock + torch.arange(S, device=device)
+        return times % self.period if self.period > 0 else times
+
+    def _rope(self, times: Tensor, H: int, W: int, extra: int, B: int, dtype) -> tuple[RopeTables, RopeTables]:
+        """3D RoPE tables for [B*S, heads, n, D] tensors: the frame's P tokens, and the frame's
+        P tokens + `extra` pose tokens at (0, 0, 0)."""
+        D = self.frame_blocks[0].attn.head_dim
+        S, rows, cols = times.shape[0], H // self.patch_size, W // self.patch_size
+        t = self.rope.frame_tables(times, rows, cols, self.patch_start_idx, extra, D, dtype)
+        n = t.cos.shape[1]
+
+        def per_frame(x: Tensor) -> Tensor:  # [S, n, D] -> [B*S, 1, n, D] (a view for B == 1)
+            return x[None].expand(B, S, n, D).reshape(B * S, 1, n, D)
+
+        cos, sin = per_frame(t.cos), per_frame(t.sin)
+        P = n - extra
+        return RopeTables(cos[:, :, :P], sin[:, :, :P], t.index), RopeTables(cos, sin, t.index)
 
     def _frame_level(self, i: int, x_p: Tensor, x_s: Tensor, ctx: "_Context") -> tuple[Tensor, Tensor]:
         blk = self.frame_blocks[i]
@@ -177,6 +209,38 @@ class HorizonAggregator(nn.Module):
         x = blk.finish(x, blk.attn.attend(q, keys, values, gate, mask))
         return x[:, :P], x[:, P:].reshape(B * S * Wm, X, C)
 
+    def _frame_ring(self, i: int, x_p: Tensor, x_s: Tensor, ctx: "_Context") -> tuple[Tensor, Tensor]:
+        """`_frame_level` of a one-frame streaming call, over the frame ring in place."""
+        blk, B, L = self.frame_blocks[i], ctx.B, ctx.Wm
+        h = blk.norm1(x_p)
+        q, k, v = blk.attn.project(h, ctx.rope_p)  # [B, H, P, D]
+        x_p = blk.finish(x_p, blk.attn.attend(q, k, v, blk.attn.gate(h)))
+        h = blk.norm1(x_s)
+        q_s, k_s, v_s = blk.attn.project(h)  # [B*L, H, X, D], slot order
+
+        def rows(t: Tensor) -> Tensor:  # [B*L, H, X, D] -> [B, H, L, X, D]
+            return t.reshape(B, L, *t.shape[1:]).transpose(1, 2)
+
+        ring_k, ring_v = store_step(ctx.state.frame, i, ctx.ring, k, v, rows(k_s), rows(v_s))
+        out = slot_attention(q_s, ring_k, ring_v, ctx.ring)
+        return x_p, blk.finish(x_s, blk.attn.output(out, blk.attn.gate(h)))
+
+    def _global_ring(self, i: int, x_p: Tensor, x_s: Tensor, ctx: "_Context") -> tuple[Tensor, Tensor]:
+        """`_global_level` of a one-frame streaming call, over the temporal ring in place."""
+        B, P, X, L = ctx.B, ctx.P, ctx.X, ctx.Wm
+        C = x_p.shape[-1]
+        x = torch.cat((x_p, x_s.reshape(B, L * X, C)), dim=1)  # [B, A, C]
+        if str(i) in self.linear_blocks:
+            x = self._linear(i, x, ctx)
+        blk = self.global_blocks[i]
+        h = blk.norm1(x)
+        q, k, v = blk.attn.project(h, ctx.rope_a)  # [B, H, A, D]
+        H, D = k.shape[1], k.shape[3]
+        slot_k, slot_v = (t[:, :, P:].reshape(B, H, L, X, D) for t in (k, v))
+        ring_k, ring_v = store_step(ctx.state.temporal, i, ctx.ring, k[:, :, :P], v[:, :, :P], slot_k, slot_v)
+        x = blk.finish(x, blk.attn.attend(q, window_keys(ring_k, L), window_keys(ring_v, L), blk.attn.gate(h)))
+        return x[:, :P], x[:, P:].reshape(B * L, X, C)
+
     def _linear(self, i: int, x: Tensor, ctx: "_Context") -> Tensor:
         B, S, A, C = ctx.B, ctx.S, x.shape[1], x.shape[2]
         seq = x.reshape(B, S * A, C)
@@ -195,11 +259,13 @@ class HorizonAggregator(nn.Module):
 class _Context:
     """Per-call constants shared by the level steps."""
 
-    def __init__(self, B, S, P, X, Wm, layout: WindowLayout, state, rope_p, rope_a, joint: bool) -> None:
+    def __init__(self, B, S, P, X, Wm, layout: WindowLayout, state, rope_p, rope_a, joint: bool, ring) -> None:
         self.B, self.S, self.P, self.X, self.Wm = B, S, P, X, Wm
         self.layout, self.state, self.rope_p, self.rope_a, self.joint = layout, state, rope_p, rope_a, joint
-        self.token_valid = layout.token_valid(P, X)
-        self.global_mask = None if layout.uniform else layout.global_mask(P, X)
+        self.ring: RingStep | None = ring
+        uniform = layout.uniform
+        self.token_valid = None if uniform else layout.token_valid(P, X)
+        self.global_mask = None if uniform else layout.global_mask(P, X)
 
     def history(self, which: str, i: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """This call's patch keys [B*S, H, P, D] -> past + new frames [B, H, F, P, D]."""
@@ -209,4 +275,4 @@ class _Context:
         if self.state is None:
             return k, v
         cache = self.state.frame if which == "frame" else self.state.temporal
-        return cache.history(i, k, v)
+        return cache.history(i, k, v, self.P + self.X)

@@ -11,6 +11,8 @@ j (only first-window rows are short, and they start at frame 0) and are inactive
   S slots, slot j <-> frame j; inactive slots (j > row) still exist: they enter the KDA
   sequence and the chunk-pooled global gate, and attend only to themselves.
 Either way an inactive query attends only to itself, so no row of softmax is empty.
+Everything the host needs (row lengths, number of slots, uniformity) is computed from host
+integers: building a layout never synchronises with the device.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class WindowLayout:
     slot_hist: Tensor  # [S, Wmax] frame of each slot, as an index into the call's history
     valid: Tensor  # [S, Wmax] bool, active slots
     joint: bool
+    row_lengths: tuple[int, ...]  # = lengths, on the host
 
     @property
     def num_slots(self) -> int:
@@ -34,24 +37,38 @@ class WindowLayout:
 
     @property
     def uniform(self) -> bool:
-        return bool(self.valid.all())
+        """Every slot of every row is active (no masks needed)."""
+        return min(self.row_lengths) == self.num_slots
+
+    def runs(self) -> list[tuple[int, int, int]]:
+        """[(first row, end row, length)]: maximal runs of consecutive rows of equal length."""
+        out: list[tuple[int, int, int]] = []
+        for s, L in enumerate(self.row_lengths):
+            if out and out[-1][2] == L:
+                out[-1] = (out[-1][0], s + 1, L)
+            else:
+                out.append((s, s + 1, L))
+        return out
 
     @classmethod
     def build(
         cls, first_frame: int, num_frames: int, window: int, held: int, joint: bool, device=None
     ) -> "WindowLayout":
         """first_frame: stream index of the call's first frame; held: past frames in the caches."""
-        frames = first_frame + torch.arange(num_frames, device=device)
         if joint:
-            lengths = torch.arange(1, num_frames + 1, device=device)
-            slots = num_frames
+            row_lengths = tuple(range(1, num_frames + 1))
         else:
-            lengths = torch.clamp(frames + 1, max=window + 1)
-            slots = int(lengths.max())
+            row_lengths = tuple(min(first_frame + s + 1, window + 1) for s in range(num_frames))
+        slots = max(row_lengths)
+        s = torch.arange(num_frames, device=device)
+        # Host constants only depend on the frame index until the window is full: a
+        # streaming step's layout is the same call every frame from then on.
+        lengths = s + 1 if joint else torch.clamp(s + min(first_frame + 1, window + 1), max=window + 1)
         j = torch.arange(slots, device=device)
         valid = j[None] < lengths[:, None]
-        slot_frame = torch.where(valid, frames[:, None] - lengths[:, None] + 1 + j[None], j[None])
-        return cls(lengths, slot_frame - (first_frame - held), valid, joint)
+        hist = s + held  # index of each row's frame in the call's history (past frames first)
+        slot_hist = torch.where(valid, hist[:, None] - lengths[:, None] + 1 + j[None], j[None])
+        return cls(lengths, slot_hist, valid, joint, row_lengths)
 
     def token_valid(self, num_patch: int, pose_tokens: int) -> Tensor:
         """[S, P + Wmax*X] bool: the tokens of each row that exist for the KDA sequence."""
