@@ -30,7 +30,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", default=None, choices=MEMORY_CHOICES,
                    help="memory strategy (default: full, or linear for linear-attention models)")
     p.add_argument("--budget-mb", type=float, help="cache budget for --memory rolling, in MB")
+    p.add_argument("--budget-frames", type=int, help="cache budget for --memory rolling, in frames' worth of "
+                                                      "tokens (default: 16)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    p.add_argument("--precision", default="bf16", choices=("bf16", "mixed", "fp32"),
+                   help="CUDA compute precision: bf16 trunk and depth head (default), mixed (fp32 heads), fp32")
+    p.add_argument("--points-from", default="depth", choices=("depth", "head"),
+                   help="world points: predicted depth unprojected with the predicted camera (default), or "
+                        "the point-map head")
     p.add_argument("--width", type=int, help="model input width in pixels, multiple of 14 (default: the model's)")
 
 
@@ -52,8 +59,16 @@ def _reconstructor(args):
     model, weights = load_model(args.model, preset=args.preset, device=device)
     if weights is None:
         print(f"recon: warning: no weights for {args.model!r}; using random initialisation", file=sys.stderr)
-    options = {"budget_mb": args.budget_mb} if args.budget_mb is not None and args.memory == "rolling" else {}
-    return Reconstructor(model, memory=args.memory, device=device, width=args.width, **options)
+    options = {}
+    if args.memory == "rolling":
+        if args.budget_mb is not None and args.budget_frames is not None:
+            raise ValueError("give at most one of --budget-mb and --budget-frames")
+        if args.budget_mb is not None:
+            options["budget_mb"] = args.budget_mb
+        if args.budget_frames is not None:
+            options["budget_frames"] = args.budget_frames
+    return Reconstructor(model, memory=args.memory, device=device, width=args.width, precision=args.precision,
+                         world_points=args.points_from, **options)
 
 
 def _exporter(args):

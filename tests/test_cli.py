@@ -50,7 +50,7 @@ def test_run_writes_exports_and_recording(tmp_path, capsys, small_model, frames_
 
 
 @pytest.mark.parametrize("case", ["missing_path", "empty_folder", "corrupt_video", "webcam", "unknown_preset",
-                                  "wrong_checkpoint", "unwritable_out"])
+                                  "wrong_checkpoint", "unwritable_out", "two_budgets"])
 def test_bad_input_one_line_error(tmp_path, capsys, small_model, frames_dir, case):
     model = small_model
     source = str(frames_dir)
@@ -73,6 +73,8 @@ def test_bad_input_one_line_error(tmp_path, capsys, small_model, frames_dir, cas
     elif case == "unwritable_out":
         (tmp_path / "file").write_text("x")
         out = ["--out", str(tmp_path / "file" / "sub")]
+    elif case == "two_budgets":
+        out = ["--memory", "rolling", "--budget-mb", "10", "--budget-frames", "4"]
     code, err = _run(capsys, "run", source, "--model", model, "--width", "70", "--quiet", *out)
     assert code == EXIT_ERROR
     assert len(err) == 1 and err[0].startswith("recon: error: "), err
