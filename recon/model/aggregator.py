@@ -24,11 +24,9 @@ from torch.utils.checkpoint import checkpoint
 
 from recon.attention import RotaryEmbedding2D, StreamState, block_causal_mask, grid_positions
 
-from .backbone import ViTBackbone
+from .backbone import ImageNormalization, ViTBackbone
 from .blocks import Block
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Aggregator(nn.Module):
@@ -65,7 +63,7 @@ class Aggregator(nn.Module):
         self.register_token = nn.Parameter(torch.randn(1, 2, num_register_tokens, embed_dim) * 1e-6)
         self.patch_start_idx = 1 + num_register_tokens
         self._rope_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
-        self._norm_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self.normalize = ImageNormalization()
         # Recompute block activations in the backward pass instead of storing them.
         self.gradient_checkpointing = False
 
@@ -74,15 +72,6 @@ class Aggregator(nn.Module):
         variant = (torch.arange(S, device=self.camera_token.device) + first_index > 0).long()
         special = torch.cat((self.camera_token, self.register_token), dim=2)[0]  # [2, 1+R, C]
         return special[variant].unsqueeze(0).expand(B, -1, -1, -1).reshape(B * S, *special.shape[1:])
-
-    def _normalisation(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-        # Cached per device: no per-frame host-to-device copies of two constants.
-        key = (dtype, device)
-        if key not in self._norm_cache:
-            mean = torch.tensor(_IMAGENET_MEAN, dtype=dtype, device=device).view(1, 3, 1, 1)
-            std = torch.tensor(_IMAGENET_STD, dtype=dtype, device=device).view(1, 3, 1, 1)
-            self._norm_cache[key] = (mean, std)
-        return self._norm_cache[key]
 
     def _rope_tables(self, rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
         key = (rows, cols, dtype, device)
@@ -105,8 +94,7 @@ class Aggregator(nn.Module):
             raise ValueError("a stream state implies causal attention")
         keep = set(range(self.depth)) if keep_levels is None else {i % self.depth for i in keep_levels}
 
-        mean, std = self._normalisation(images.dtype, images.device)
-        x = (images.reshape(B * S, 3, H, W) - mean) / std
+        x = self.normalize(images.reshape(B * S, 3, H, W))
         patches = self.patch_embed(x)  # [B*S, hw, C]
         first_index = state.num_frames if state is not None else 0
         tokens = torch.cat((self._special_tokens(B, S, first_index).to(patches.dtype), patches), dim=1)

@@ -17,6 +17,28 @@ from torch import Tensor, nn
 from .blocks import Block
 
 
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageNormalization:
+    """images [N, 3, H, W] in [0, 1] -> ImageNet-normalised, the backbone's input. The two
+    constants are cached per (dtype, device): no per-frame host-to-device copies (which a
+    CUDA graph could not replay)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+    def __call__(self, images: Tensor) -> Tensor:
+        key = (images.dtype, images.device)
+        if key not in self._cache:
+            mean = torch.tensor(_IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+            std = torch.tensor(_IMAGENET_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+            self._cache[key] = (mean, std)
+        mean, std = self._cache[key]
+        return (images - mean) / std
+
+
 class PatchEmbed(nn.Module):
     def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
         super().__init__()

@@ -32,13 +32,11 @@ from torch import Tensor, nn
 from recon.attention import LinearStreamState, RopeTables, RotaryEmbedding3D
 from recon.config import ModelConfig
 
-from .backbone import ViTBackbone
+from .backbone import ImageNormalization, ViTBackbone
 from .horizon_blocks import LinearBlock, LocalBlock
 from .horizon_layout import WindowLayout
 from .horizon_ring import RingStep, slot_attention, store_step, window_keys
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -76,16 +74,7 @@ class HorizonAggregator(nn.Module):
             self.metric_readout_token = nn.Parameter(torch.randn(1, 1, C) * 1e-6)
             special += 1
         self.patch_start_idx = special
-        self._norm_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
-
-    def _normalisation(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-        # Cached per device: no per-frame host-to-device copies (not allowed in a CUDA graph).
-        key = (dtype, device)
-        if key not in self._norm_cache:
-            mean = torch.tensor(_IMAGENET_MEAN, dtype=dtype, device=device).view(1, 3, 1, 1)
-            std = torch.tensor(_IMAGENET_STD, dtype=dtype, device=device).view(1, 3, 1, 1)
-            self._norm_cache[key] = (mean, std)
-        return self._norm_cache[key]
+        self.normalize = ImageNormalization()
 
     def _special_tokens(self, n: int) -> list[Tensor]:
         out = []
@@ -113,8 +102,7 @@ class HorizonAggregator(nn.Module):
         layout = WindowLayout.build(first, S, self.window, held, joint, device=device)
         X, Wm, C = self.pose_tokens, layout.num_slots, self.pose_token.shape[-1]
 
-        mean, std = self._normalisation(images.dtype, device)
-        patches = self.patch_embed((images.reshape(B * S, 3, H, W) - mean) / std)
+        patches = self.patch_embed(self.normalize(images.reshape(B * S, 3, H, W)))
         x_p = torch.cat([*self._special_tokens(B * S), patches], dim=1)  # [B*S, P, C]
         P = x_p.shape[1]
         current = torch.arange(Wm, device=device)[None] == (layout.lengths[:, None] - 1)  # [S, Wm]
