@@ -12,6 +12,7 @@ Use through the session (`Reconstructor(model, memory="window", size=20, overlap
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -85,7 +86,11 @@ class WindowedStream:
         t2 = time.perf_counter()
         self.last_window = result
         first_new = int(result.indices[0]) - self._start
-        preds = [_prediction(result.prediction, i, int(index), self._pending[first_new + i])
+        window = result.prediction
+        if window.world_points is None:  # aligned depth + cameras -> points, the whole window at once
+            window = dataclasses.replace(window, points_conf=window.depth_conf, world_points=world_points_from_depth(
+                window.depth, window.extrinsic, window.intrinsic))  # fmt: skip
+        preds = [_prediction(window, i, int(index), self._pending[first_new + i])
                  for i, index in enumerate(result.indices.tolist())]  # fmt: skip
         for name, dt in (("forward", t1 - t0), ("align", t2 - t1), ("emit", time.perf_counter() - t2)):
             self.timings[name] = self.timings.get(name, 0.0) + dt
@@ -101,11 +106,6 @@ def _prediction(window: WindowPrediction, i: int, index: int, pending: _Pending)
 
     pre = pending.pre
     intrinsic = f32(window.intrinsic)
-    if window.world_points is None:
-        points = world_points_from_depth(window.depth[i], window.extrinsic[i], window.intrinsic[i]).astype(np.float32)
-        points_conf = f32(window.depth_conf)
-    else:
-        points, points_conf = f32(window.world_points), f32(window.points_conf)
     return FramePrediction(
         index=index,
         timestamp=pending.timestamp,
@@ -114,8 +114,8 @@ def _prediction(window: WindowPrediction, i: int, index: int, pending: _Pending)
         intrinsic_original=np.asarray(pre.transform.intrinsics_to_original(intrinsic), dtype=np.float32),
         depth=f32(window.depth),
         depth_conf=f32(window.depth_conf),
-        world_points=points,
-        points_conf=points_conf,
+        world_points=f32(window.world_points),
+        points_conf=f32(window.points_conf),
         image=pre.image.permute(1, 2, 0).numpy(),
         transform=pre.transform,
         # Arrival to emission: a frame waits for its window, which is the honest latency here.

@@ -34,19 +34,23 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
 
 
-def test_graph_replay_equals_eager_rolling() -> None:
-    """Same precision, same weights: a replayed CUDA graph computes what the eager step does."""
-    model, _ = load_model("tiny", device="cuda")
+def _assert_replay_equals_eager(model, tol: float, **opts) -> None:
+    """Stream 24 frames eagerly and with CUDA-graph replay; the outputs must agree to `tol`."""
     frames = _frames(24)
-    opts = dict(memory="rolling", budget_frames=4, camera_budget_frames=4, device="cuda")
-    eager = _stream(Reconstructor(model, fast=False, **opts), frames)
-    rec = Reconstructor(model, fast=True, **opts)
+    eager = _stream(Reconstructor(model, fast=False, device="cuda", **opts), frames)
+    rec = Reconstructor(model, fast=True, device="cuda", **opts)
     graphed = _stream(rec, frames)
     assert rec._graphed.replays >= 10, "the stream never became steady: nothing was replayed"
     assert rec.state.num_frames == len(frames)
     for a, b in zip(graphed, eager):
         for name in FIELDS:
-            assert _rel(getattr(a, name), getattr(b, name)) < 1e-5, name
+            assert _rel(getattr(a, name), getattr(b, name)) < tol, name
+
+
+def test_graph_replay_equals_eager_rolling() -> None:
+    """Same precision, same weights: a replayed CUDA graph computes what the eager step does."""
+    model, _ = load_model("tiny", device="cuda")
+    _assert_replay_equals_eager(model, 1e-5, memory="rolling", budget_frames=4, camera_budget_frames=4)
 
 
 def test_graph_replay_equals_eager_linear() -> None:
@@ -55,16 +59,7 @@ def test_graph_replay_equals_eager_linear() -> None:
     from recon.model import build_model
 
     torch.manual_seed(0)
-    model = build_model(get_preset("tiny-linear")).eval()
-    frames = _frames(24)
-    eager = _stream(Reconstructor(model, fast=False, device="cuda"), frames)
-    rec = Reconstructor(model, fast=True, device="cuda")
-    graphed = _stream(rec, frames)
-    assert rec._graphed.replays >= 10, "the stream never became steady: nothing was replayed"
-    assert rec.state.num_frames == len(frames)
-    for a, b in zip(graphed, eager):
-        for name in FIELDS:
-            assert _rel(getattr(a, name), getattr(b, name)) < 1e-4, name
+    _assert_replay_equals_eager(build_model(get_preset("tiny-linear")).eval(), 1e-4)
 
 
 def test_bf16_matches_fp32() -> None:

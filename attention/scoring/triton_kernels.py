@@ -36,6 +36,18 @@ _MAX_SPLIT = 64  # programs per head; pass 2 reads all of a head's partials
 
 
 @triton.jit
+def _load_key_block(base, block, N, D, stride_n, stride_d, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Keys of rows [block * BLOCK_N, (block + 1) * BLOCK_N) as fp32 [BLOCK_N, BLOCK_D] (0 outside),
+    their row indices and row mask."""
+    offs_n = block * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_n = offs_n < N
+    ptrs = base + offs_n[:, None].to(tl.int64) * stride_n + offs_d[None, :] * stride_d
+    k = tl.load(ptrs, mask=mask_n[:, None] & (offs_d < D)[None, :], other=0.0).to(tl.float32)
+    return k, offs_n, mask_n
+
+
+@triton.jit
 def _normalized_key_sum_kernel(
     k_ptr,
     part_ptr,
@@ -62,10 +74,7 @@ def _normalized_key_sum_kernel(
     acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     first = pid_s * BLOCKS_PER_PROG
     for i in range(0, BLOCKS_PER_PROG):
-        offs_n = (first + i) * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask_n = offs_n < N
-        ptrs = base + offs_n[:, None].to(tl.int64) * stride_n + offs_d[None, :] * stride_d
-        k = tl.load(ptrs, mask=mask_n[:, None] & mask_d[None, :], other=0.0).to(tl.float32)
+        k, offs_n, mask_n = _load_key_block(base, first + i, N, D, stride_n, stride_d, BLOCK_N, BLOCK_D)
         inv = 1.0 / tl.maximum(tl.sqrt(tl.sum(k * k, axis=1)), EPS)  # masked rows: k = 0 -> 0
         acc += k * inv[:, None]
     part = tl.sum(acc, axis=0)
@@ -108,10 +117,7 @@ def _redundancy_score_kernel(
     out_base = out_ptr + pid_bh.to(tl.int64) * N
     first = pid_s * BLOCKS_PER_PROG
     for i in range(0, BLOCKS_PER_PROG):
-        offs_n = (first + i) * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask_n = offs_n < N
-        ptrs = base + offs_n[:, None].to(tl.int64) * stride_n + offs_d[None, :] * stride_d
-        k = tl.load(ptrs, mask=mask_n[:, None] & mask_d[None, :], other=0.0).to(tl.float32)
+        k, offs_n, mask_n = _load_key_block(base, first + i, N, D, stride_n, stride_d, BLOCK_N, BLOCK_D)
         dot = tl.sum(k * mean[None, :], axis=1)
         norm = tl.sqrt(tl.sum(k * k, axis=1))
         tl.store(out_base + offs_n, dot / tl.maximum(norm, EPS), mask=mask_n)

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from recon.datasets.trajectory import Trajectory
+from recon.preprocess import read_image
 
 from .trajectory import ape, rpe
 
@@ -95,14 +96,9 @@ def _stage_images(images: Iterable, image_dir: Path) -> tuple[list[str], tuple[i
         if isinstance(item, (str, os.PathLike)):
             src = Path(item)
             label = str(src)
-            if not src.is_file():
-                raise FileNotFoundError(f"image not found: {src}")
-            decoded = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
-            if decoded is None:
-                raise ValueError(f"not a readable image: {src}")
+            shape = read_image(src).shape[:2]  # missing or corrupt files: one-line errors there
             name = f"{i:06d}{src.suffix.lower()}"
             shutil.copyfile(src, image_dir / name)
-            shape = decoded.shape[:2]
         else:
             label = f"image {i}"
             img = _to_uint8(item, label)
