@@ -19,7 +19,7 @@ from collections import defaultdict
 
 import torch
 
-from recon.bench import _build_model, _frames
+from recon.bench import _build_model, _frames, _memory_options
 from recon.device import resolve_device
 from recon.session import Reconstructor
 
@@ -90,17 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=10, help="frames timed per module")
     p.add_argument("--kernels", type=int, default=3, help="frames under torch.profiler (0: skip)")
     p.add_argument("--top", type=int, default=15)
-    p.add_argument("--option", action="append", default=[], help="memory option key=value (int/float)")
+    p.add_argument("--option", action="append", default=[], help="memory option key=value, repeatable (as recon bench --option)")
     p.add_argument("--precision", default=None, help="inference precision (see recon.device.prepare_model)")
     p.add_argument("--fast", action="store_true", help="CUDA-graph fast path")
     args = p.parse_args(argv)
 
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    options = {}
-    for kv in args.option:
-        k, v = kv.split("=", 1)
-        options[k] = float(v) if "." in v else int(v)
+    options = _memory_options(args.option)
     extra = {}
     if args.precision:
         extra["precision"] = args.precision
