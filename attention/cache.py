@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend
+
+from .mha import growing_kv_backends
 
 
 class KVCache:
@@ -56,19 +59,27 @@ class _LayerSlot:
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         return self.cache.update(self.index, k, v)
 
+    def sdpa_backends(self, q: Tensor, k: Tensor) -> list[SDPBackend] | None:
+        # A growing cache hands SDPA a new key length every step (see growing_kv_backends).
+        return None if self.cache.steady() else growing_kv_backends(q, k)
+
 
 class FullKVCache(KVCache):
     """Keeps every past token (StreamVGGT behaviour). Memory grows linearly with frames.
 
     Storage is one preallocated buffer per layer that grows geometrically (x1.25), so
     appending a frame copies that frame only, the whole cache is copied O(log T) times in
-    total, and at most a quarter of the buffer is unused capacity.
+    total, and at most a quarter of the buffer is unused capacity. `reserve_frames`: when
+    the stream's length is known, the first step allocates room for that many steps of its
+    size at once, so the stream never reallocates (a growth of a multi-GB cache costs a
+    large allocation and a copy in one frame).
     """
 
-    def __init__(self, num_layers: int, initial_tokens: int = 0, growth: float = 1.25) -> None:
+    def __init__(self, num_layers: int, initial_tokens: int = 0, growth: float = 1.25, reserve_frames: int = 0) -> None:
         super().__init__(num_layers)
         self.initial_tokens = initial_tokens
         self.growth = growth
+        self.reserve_frames = reserve_frames
         self.reset()
 
     def reset(self) -> None:
@@ -81,7 +92,8 @@ class FullKVCache(KVCache):
         buf_k = self._k[index]
         if buf_k is None or n + t > buf_k.shape[2]:
             old = 0 if buf_k is None else buf_k.shape[2]
-            grow_layer(self, index, k, v, max(n + t, self.initial_tokens, int(old * self.growth)))
+            reserve = self.reserve_frames * t if buf_k is None else 0
+            grow_layer(self, index, k, v, max(n + t, self.initial_tokens, reserve, int(old * self.growth)))
         return append_layer(self, index, k, v)
 
     def num_tokens(self, index: int) -> int:

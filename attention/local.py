@@ -35,6 +35,9 @@ class LocalAttention(Attention):
 
     def project(self, x: Tensor, rope: RopeTables | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """x [N, T, C] -> q, k, v [N, H, T, D]; rope tables broadcast over [N, H, T, D]."""
+        if rope is not None and rope.cos[..., 0, 0].numel() == 1:  # one table for the whole call
+            T, D = rope.cos.shape[-2:]  # (the streaming step): [T, D] tables can take the fused kernel
+            return super().project(x, rope=(rope.cos.reshape(T, D), rope.sin.reshape(T, D)), rope_index=rope.index)
         return super().project(x, None if rope is None else rope.apply)
 
     def gate(self, x: Tensor, valid: Tensor | None = None) -> Tensor:

@@ -6,15 +6,38 @@ are post-norm, post-RoPE [B, H, T, D], so a cache never has to re-rotate anythin
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .qknorm_rope import qk_norm_rope
 from .rope import RotaryEmbedding2D
+from .rope3d import RopeTables
+
+
+# cuDNN's fused attention, torch's first choice on Hopper, builds an execution plan for
+# every new key length: 30-45 ms of host time per new shape (H200, torch 2.11), which a
+# cache that grows pays on every frame. FlashAttention needs no plan and is as fast on short
+# caches, ~35 % slower on long ones. So attention over a growing cache runs flash until one
+# call's work Tq * Tk * H * D reaches this (where flash's extra time ~ the plan's cost on
+# that GPU: ~190k keys for vggt-1b at 518x392), and lets torch pick (cuDNN) beyond it.
+# Caches with a fixed shape (steady; CUDA-graph replay) build their plan once: torch picks.
+FLASH_BELOW_WORK = 2e11
+_NO_PLAN_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def growing_kv_backends(q: Tensor, k: Tensor) -> list[SDPBackend] | None:
+    """SDPA backends for q [B, H, Tq, D] over a growing cache's keys k [B, H, Tk, D]: the
+    plan-free ones on CUDA while the work is below FLASH_BELOW_WORK, else None (torch picks)."""
+    if not q.is_cuda:
+        return None
+    work = q.shape[2] * k.shape[2] * q.shape[1] * q.shape[3]
+    return _NO_PLAN_BACKENDS if work < FLASH_BELOW_WORK else None
 
 
 class LayerKV(Protocol):
@@ -23,6 +46,10 @@ class LayerKV(Protocol):
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store this step's keys/values [B, H, T, D]; return what to attend over,
         [B, H, T_past + T, D], the new tokens last."""
+        ...
+
+    def sdpa_backends(self, q: Tensor, k: Tensor) -> list[SDPBackend] | None:
+        """Which SDPA backends to allow for q over the returned k (None: torch picks)."""
         ...
 
 
@@ -46,10 +73,17 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(self.head_dim, eps=norm_eps) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
-    def project(self, x: Tensor, rotate=None, rope: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """x [B, T, C] -> q, k, v [B, H, T, D]: QK-norm, then the position embedding (2D RoPE
-        tables `rope` = (cos, sin) [T, D], or any `rotate` function applied to q and k), in
-        the compute dtype. Inference on CUDA with [T, D] tables runs one fused kernel."""
+    def project(
+        self,
+        x: Tensor,
+        rotate=None,
+        rope: tuple[Tensor, Tensor] | None = None,
+        rope_index: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, T, C] -> q, k, v [B, H, T, D]: QK-norm, then the position embedding (RoPE
+        tables `rope` = (cos, sin) [T, D] with the 2D pairing, or with the explicit pairing
+        `rope_index` [D] and signed sin (3D RoPE); or any `rotate` function applied to q and
+        k), in the compute dtype. Inference on CUDA with [T, D] tables runs one fused kernel."""
         B, T, _ = x.shape
         autocast = torch.is_autocast_enabled(x.device.type)
         dtype = torch.get_autocast_dtype(x.device.type) if autocast else x.dtype
@@ -57,10 +91,13 @@ class Attention(nn.Module):
         if rotate is None and self._fusable(qkv, rope):
             cos, sin = rope if rope is not None else (None, None)
             qn, kn = self.q_norm, self.k_norm
-            return qk_norm_rope(qkv, self.num_heads, qn.weight, qn.bias, kn.weight, kn.bias, cos, sin, qn.eps, dtype)
+            return qk_norm_rope(qkv, self.num_heads, qn.weight, qn.bias, kn.weight, kn.bias, cos, sin, qn.eps, dtype,
+                                index=rope_index)  # fmt: skip
         q, k, v = qkv.reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
+        if rope is not None and rope_index is not None:
+            rotate = RopeTables(rope[0], rope[1], rope_index).apply
+        elif rope is not None:
             rotate = functools.partial(RotaryEmbedding2D.apply, cos=rope[0], sin=rope[1])
         if rotate is not None:
             q, k = rotate(q), rotate(k)
@@ -86,13 +123,16 @@ class Attention(nn.Module):
         [T, T] over the new tokens (True = attend) or None; kv: this layer's cache slot."""
         B, T, C = x.shape
         q, k, v = self.project(x, rope=rope)
+        backends = None
         if kv is not None:
             k, v = kv.update(k, v)
             if attn_mask is not None and attn_mask.shape[-1] != k.shape[2]:
                 # The mask covers the new tokens; cached past tokens are visible to all.
                 past = attn_mask.new_ones(attn_mask.shape[0], k.shape[2] - attn_mask.shape[-1])
                 attn_mask = torch.cat((past, attn_mask), dim=-1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            backends = kv.sdpa_backends(q, k)
+        with sdpa_kernel(backends) if backends else contextlib.nullcontext():
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(out.transpose(1, 2).reshape(B, T, C))
 
 

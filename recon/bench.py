@@ -121,7 +121,11 @@ def run(args: argparse.Namespace) -> dict:
     for name in references:  # a missing / broken reference fails now, not after our run
         bench_reference.check(name, device)
     model = _build_model(args.preset, args.weights, device)
-    rec = Reconstructor(model, memory=args.memory, device=device, width=args.width, **_memory_options(args.option))
+    options = _memory_options(args.option)
+    if args.memory == "full":  # the stream's length is known: one cache allocation, no growth
+        options.setdefault("reserve_frames", args.frames)
+    args.memory_options = options  # recorded in the JSON's config
+    rec = Reconstructor(model, memory=args.memory, device=device, width=args.width, **options)
     args.memory = rec.memory
     frames = _frames(8, args.height, args.width)
     cuda = device.type == "cuda"

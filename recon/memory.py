@@ -34,11 +34,13 @@ def make_state(name: str, model, **options) -> StreamState:
 
 
 @register("full")
-def full(model) -> StreamState:
-    """Causal KV cache of every past frame (StreamVGGT behaviour); memory grows per frame."""
+def full(model, reserve_frames: int = 0) -> StreamState:
+    """Causal KV cache of every past frame (StreamVGGT behaviour); memory grows per frame.
+    reserve_frames: allocate room for that many frames at the first frame (a stream of known
+    length then never reallocates its cache)."""
     return StreamState(
-        temporal=FullKVCache(model.config.depth),
-        camera=FullKVCache(model.camera_head.num_cache_slots),
+        temporal=FullKVCache(model.config.depth, reserve_frames=reserve_frames),
+        camera=FullKVCache(model.camera_head.num_cache_slots, reserve_frames=reserve_frames),
     )
 
 

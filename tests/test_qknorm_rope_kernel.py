@@ -11,6 +11,7 @@ import torch
 
 from recon.attention.qknorm_rope import qk_norm_rope, qk_norm_rope_torch
 from recon.attention.rope import RotaryEmbedding2D, grid_positions
+from recon.attention.rope3d import RotaryEmbedding3D, frame_positions
 from tests.kernel_worker import DEVICE, kernel_worker_fixture
 
 kernel_check = kernel_worker_fixture(__name__)
@@ -52,6 +53,27 @@ def _check_matches_reference(B, T, H, D, in_dtype, out_dtype, rope):
         assert _rel(plain[0], ref[0]) > 1e-2
 
 
+def _tables_3d(rows, cols, time, D):
+    pos = frame_positions(rows, cols, 5, time, device=None)  # 5 special tokens at (0, 0, 0)
+    t = RotaryEmbedding3D(100.0).tables(pos, D, torch.float32)
+    return t.cos.to(DEVICE), t.sin.to(DEVICE), t.index.to(DEVICE)
+
+
+def _check_matches_reference_3d(rows, cols, H, D, in_dtype, out_dtype):
+    kernels = importlib.import_module("recon.attention.qknorm_rope.triton_kernels")
+    cos, sin, index = _tables_3d(rows, cols, 6, D)
+    T = cos.shape[0]
+    qkv, params, _, _ = _inputs(1, T, H, D, in_dtype, seed=T + D, rope=False)
+    got = kernels.qk_norm_rope_triton(qkv, H, *params, cos, sin, 1e-5, out_dtype, index=index)
+    ref = qk_norm_rope_torch(qkv, H, *params, cos, sin, 1e-5, out_dtype, index=index)
+    tol = 1e-6 if out_dtype == torch.float32 else 8e-3
+    for name, g, r in zip("qkv", got, ref):
+        assert g.shape == (1, H, T, D) and g.dtype == out_dtype and torch.isfinite(g).all(), name
+        assert _rel(g, r) <= tol, f"{name}: relative error {_rel(g, r):.2e} > {tol:g}"
+    two_d = qk_norm_rope_torch(qkv, H, *params, cos, sin, 1e-5, out_dtype)  # the other pairing differs
+    assert _rel(two_d[0], ref[0]) > 1e-2
+
+
 def _check_every_output_written():
     kernels = importlib.import_module("recon.attention.qknorm_rope.triton_kernels")
     qkv, params, cos, sin = _inputs(1, 45, 2, 32, torch.float32, seed=1)
@@ -83,6 +105,36 @@ def _check_dispatcher_forces_the_kernel():
 )
 def test_kernel_matches_reference(kernel_check, B, T, H, D, in_dtype, out_dtype, rope):
     kernel_check("_check_matches_reference", B, T, H, D, in_dtype, out_dtype, rope)
+
+
+@pytest.mark.parametrize("rows, cols, H, D, in_dtype, out_dtype", [
+    (3, 5, 2, 64, torch.float32, torch.float32),  # D = 64: parts of 21, 21, 22 features (odd leftovers pass)
+    (2, 4, 1, 32, torch.float32, torch.float32),
+    (4, 6, 2, 64, torch.bfloat16, torch.bfloat16),  # the inference case
+])  # fmt: skip
+def test_kernel_matches_reference_with_3d_rope_pairing(kernel_check, rows, cols, H, D, in_dtype, out_dtype):
+    kernel_check("_check_matches_reference_3d", rows, cols, H, D, in_dtype, out_dtype)
+
+
+def test_reference_with_3d_pairing_is_local_attentions_rotation():
+    """The index form of the reference is exactly LocalAttention's unfused QK-norm + 3D RoPE."""
+    from recon.attention import LocalAttention
+
+    torch.manual_seed(0)
+    attn = LocalAttention(64 * 2, 2).eval()
+    for norm in (attn.q_norm, attn.k_norm):
+        torch.nn.init.normal_(norm.weight, 1.0, 0.3), torch.nn.init.normal_(norm.bias, 0.0, 0.3)
+    pos = frame_positions(3, 4, 5, 7, device=None)
+    tables = RotaryEmbedding3D(100.0).tables(pos, 64, torch.float32)
+    x = torch.randn(1, pos.shape[0], 128)
+    with torch.no_grad():
+        q, k, v = attn.project(x, tables)
+        ref = qk_norm_rope_torch(attn.qkv(x), 2, attn.q_norm.weight, attn.q_norm.bias, attn.k_norm.weight,
+                                 attn.k_norm.bias, tables.cos, tables.sin, 1e-5, torch.float32, index=tables.index)  # fmt: skip
+        plain_q = attn.q_norm(attn.qkv(x).reshape(1, -1, 3, 2, 64).permute(2, 0, 3, 1, 4)[0])
+    for g, r in zip((q, k, v), ref):
+        assert _rel(g, r) < 1e-6
+    assert _rel(tables.apply(plain_q), q) < 1e-6
 
 
 def test_kernel_writes_every_output(kernel_check):

@@ -8,8 +8,10 @@ is a permute, two LayerNorms with fp32 outputs, ~10 elementwise RoPE ops and thr
 
 RoPE pairs feature i with i + D/4 inside each half (the VGGT "rotate half" layout,
 recon.attention.rope): rotated[i] = x[i] cos[i] + sign(i) x[partner(i)] sin[i], with
-partner/sign (+D/4, -1) in quarters 0 and 2, (-D/4, +1) in quarters 1 and 3. The partner's
-normalised value is recomputed from its raw value and the row statistics.
+partner/sign (+D/4, -1) in quarters 0 and 2, (-D/4, +1) in quarters 1 and 3; or, given an
+explicit pairing `index` [D] (3D RoPE, recon.attention.rope3d), partner = index with the
+sign already in the sin table. The partner's normalised value is recomputed from its raw
+value and the row statistics.
 
 Under TRITON_INTERPRET=1 (set before triton is imported) it runs on CPU tensors (tests).
 """
@@ -47,11 +49,12 @@ def _norm_rope_store(
 @triton.jit
 def _qk_norm_rope_kernel(
     qkv_ptr, q_out, k_out, v_out,
-    qw_ptr, qb_ptr, kw_ptr, kb_ptr, cos_ptr, sin_ptr,
+    qw_ptr, qb_ptr, kw_ptr, kb_ptr, cos_ptr, sin_ptr, index_ptr,
     T, H, eps,
     D: tl.constexpr,
     BLOCK_T: tl.constexpr,
     HAS_ROPE: tl.constexpr,
+    EXPLICIT_PAIRS: tl.constexpr,
 ):  # fmt: skip
     pid_t = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -60,9 +63,13 @@ def _qk_norm_rope_kernel(
     offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     mask = (offs_t < T)[:, None]
     offs_d = tl.arange(0, D)
-    first_of_pair = ((offs_d // (D // 4)) % 2) == 0
-    partner = tl.where(first_of_pair, offs_d + D // 4, offs_d - D // 4)
-    sign = tl.where(first_of_pair, -1.0, 1.0)
+    if EXPLICIT_PAIRS:
+        partner = tl.load(index_ptr + offs_d).to(tl.int32)
+        sign = tl.full((D,), 1.0, tl.float32)
+    else:
+        first_of_pair = ((offs_d // (D // 4)) % 2) == 0
+        partner = tl.where(first_of_pair, offs_d + D // 4, offs_d - D // 4)
+        sign = tl.where(first_of_pair, -1.0, 1.0)
 
     # Row start of each token in qkv [B, T, 3, H, D], at this head.
     row = ((b.to(tl.int64) * T + offs_t.to(tl.int64)) * (3 * H * D) + h * D)[:, None]
@@ -92,6 +99,7 @@ def qk_norm_rope_triton(
     sin: Tensor | None,
     eps: float = 1e-5,
     out_dtype: torch.dtype | None = None,
+    index: Tensor | None = None,
     out: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Same contract as `naive.qk_norm_rope`; D must be a power of two (64 or 128 in practice).
@@ -113,11 +121,14 @@ def qk_norm_rope_triton(
         if cos.shape != (T, D) or sin.shape != (T, D):
             raise ValueError(f"RoPE tables must be [T, D] = [{T}, {D}], got {tuple(cos.shape)}")
         cos, sin = cos.contiguous(), sin.contiguous()
+    explicit = has_rope and index is not None
+    if explicit and index.shape != (D,):
+        raise ValueError(f"the RoPE pairing index must be [D] = [{D}], got {tuple(index.shape)}")
     block_t = 32 if D <= 64 else 16
     grid = (triton.cdiv(T, block_t), B * H)
     _qk_norm_rope_kernel[grid](
         qkv, q, k, v, q_w, q_b, k_w, k_b,
-        cos if has_rope else q_w, sin if has_rope else q_w,
-        T, H, eps, D=D, BLOCK_T=block_t, HAS_ROPE=has_rope,
+        cos if has_rope else q_w, sin if has_rope else q_w, index.contiguous() if explicit else q_w,
+        T, H, eps, D=D, BLOCK_T=block_t, HAS_ROPE=has_rope, EXPLICIT_PAIRS=explicit,
     )  # fmt: skip
     return q, k, v

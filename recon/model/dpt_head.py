@@ -20,6 +20,8 @@ from torch import Tensor, nn
 
 from recon.device import fp32_region, upcast
 
+from .blocks import LayerNorm
+
 
 class ResidualConvUnit(nn.Module):
     def __init__(self, features: int) -> None:
@@ -79,7 +81,7 @@ class DPTHead(nn.Module):
         self.intermediate_layer_idx = list(intermediate_layer_idx)
         oc = list(out_channels)
 
-        self.norm = nn.LayerNorm(dim_in)
+        self.norm = LayerNorm(dim_in)
         self.projects = nn.ModuleList(nn.Conv2d(dim_in, c, 1) for c in oc)
         self.resize_layers = nn.ModuleList(
             [

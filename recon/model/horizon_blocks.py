@@ -12,16 +12,16 @@ from torch import Tensor, nn
 from recon.attention import LocalAttention
 from recon.attention.kda import KDALayer, KDALayerState
 
-from .blocks import LayerScale, Mlp
+from .blocks import LayerNorm, LayerScale, Mlp
 
 
 class LocalBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, init_values: float = 0.01) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm(dim)
         self.attn = LocalAttention(dim, num_heads)
         self.ls1 = LayerScale(dim, init_values)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, init_values)
 
