@@ -83,13 +83,18 @@ class FullKVCache(KVCache):
         self.reset()
 
     def reset(self) -> None:
-        self._k: list[Tensor | None] = [None] * self.num_layers
-        self._v: list[Tensor | None] = [None] * self.num_layers
+        """Forget every token. A cache with reserved room keeps its buffers for the next
+        stream (static buffers: no allocation at its first frame); others release them."""
+        if not (self.reserve_frames and hasattr(self, "_k")):
+            self._k: list[Tensor | None] = [None] * self.num_layers
+            self._v: list[Tensor | None] = [None] * self.num_layers
         self._len = [0] * self.num_layers
 
     def update(self, index: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         n, t = self._len[index], k.shape[2]
         buf_k = self._k[index]
+        if n == 0 and buf_k is not None and not _same_layout(buf_k, k):  # kept buffers of another stream
+            buf_k = self._k[index] = self._v[index] = None
         if buf_k is None or n + t > buf_k.shape[2]:
             old = 0 if buf_k is None else buf_k.shape[2]
             reserve = self.reserve_frames * t if buf_k is None else 0
@@ -101,6 +106,10 @@ class FullKVCache(KVCache):
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._k + self._v if t is not None)
+
+
+def _same_layout(buf: Tensor, k: Tensor) -> bool:
+    return (buf.shape[:2], buf.shape[3], buf.dtype, buf.device) == (k.shape[:2], k.shape[3], k.dtype, k.device)
 
 
 def grow_layer(cache, index: int, k: Tensor, v: Tensor, capacity: int) -> None:

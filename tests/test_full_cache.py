@@ -54,3 +54,22 @@ def test_steady_cache_lets_torch_pick():
         rolling.layer(0).update(*_kv(seed=step))
     assert rolling.steady()
     assert rolling.layer(0).sdpa_backends(q, _fake((1, 2, 22, 4))) is None  # fixed shape: one plan, torch picks
+
+
+def test_reserved_cache_keeps_its_buffers_across_streams():
+    cache = FullKVCache(1, reserve_frames=4)
+    cache.layer(0).update(*_kv(seed=0))
+    ptr = cache._k[0].data_ptr()
+    cache.reset()
+    assert cache.num_tokens(0) == 0
+    k, v = _kv(seed=1)
+    got_k, got_v = cache.layer(0).update(k, v)
+    assert cache._k[0].data_ptr() == ptr and torch.equal(got_k, k) and torch.equal(got_v, v)  # no stale tokens
+    cache.reset()
+    k3, v3 = _kv(H=3, seed=2)  # a stream of another layout gets new buffers
+    got_k, _ = cache.layer(0).update(k3, v3)
+    assert torch.equal(got_k, k3)
+    unreserved = FullKVCache(1)
+    unreserved.layer(0).update(*_kv(seed=0))
+    unreserved.reset()
+    assert unreserved.nbytes() == 0  # without reserved room a reset releases the memory
