@@ -7,6 +7,8 @@ Shapes: B clips, S frames, H x W pixels.
 Targets are expressed in the first camera's frame and divided by one scale per clip (the
 mean distance of valid points to the first camera), so the model learns scale-normalised
 geometry; predictions are compared to these targets directly.
+
+`training_loss` picks the loss for the model (horizon models: `recon.losses_horizon`).
 """
 
 from __future__ import annotations
@@ -88,3 +90,16 @@ def total_loss(out: dict, targets: Targets, weights: dict[str, float] | None = N
     }
     terms["total"] = sum(w[k] * v for k, v in terms.items())
     return terms
+
+
+def training_loss(out: dict, batch: dict) -> dict[str, Tensor]:
+    """The loss of one training step, for either architecture: the VGGT recipe above
+    (`total_loss`), or the horizon loss (window poses, raw depth, metric scale) for models
+    that return window poses. batch: extrinsic, intrinsic, depth, valid as in `make_targets`.
+    Returns named scalar terms and their weighted sum "total"."""
+    args = (batch["extrinsic"], batch["intrinsic"], batch["depth"], batch["valid"])
+    if "window_pose_enc_list" in out:
+        from .losses_horizon import horizon_loss, horizon_targets  # it builds on this module
+
+        return horizon_loss(out, horizon_targets(*args, out["window_valid"]))
+    return total_loss(out, make_targets(*args))

@@ -3,12 +3,19 @@
     python tools/train.py --preset tiny --steps 20000 --out runs/tiny          # one GPU or CPU
     torchrun --nproc_per_node 4 tools/train.py --preset tiny --out runs/tiny   # data parallel
     python tools/train.py --data /path/to/tum_or_colmap_or_folder ...          # your own data
+    python tools/train.py --preset tiny-linear --init tiny --freeze patch_embed,frame_blocks ...
 
 Data: synthetic clips rendered on the fly on the training device (datasets/synthetic), or
 clips cut from any dataset reader with depth and poses (datasets/readers). Clips are
 trained block-causally (each frame sees itself and earlier frames), the clip length grows
 from --min-frames to --max-frames over --curriculum-steps. bf16 autocast on CUDA,
 optional activation checkpointing, CSV log, resumable from <out>/last.pt.
+
+--init loads weights from a checkpoint of the same preset (strictly) or of a related one
+(tiny -> tiny-linear: the tensors of the same name and shape; the rest keep their
+initialisation). --freeze takes parameter-name prefixes, matched at any dotted component
+("frame_blocks" freezes aggregator.frame_blocks.*): those parameters are not trained.
+The loss follows the architecture (`recon.losses.training_loss`).
 """
 
 from __future__ import annotations
@@ -27,10 +34,10 @@ import torch
 import torch.distributed as dist
 
 from .atomic import atomic_path
-from .checkpoint import load_weights, save_checkpoint
+from .checkpoint import load_matching_weights, save_checkpoint, shipped_weights
 from .config import get_preset
 from .device import resolve_device
-from .losses import make_targets, total_loss
+from .losses import training_loss
 from .model import build_model
 
 # Synthetic seeds below this are reserved for evaluation (the frozen benchmark).
@@ -41,7 +48,8 @@ TRAIN_SEED_BASE = 1_000_000
 class TrainConfig:
     preset: str = "tiny"
     out: str = "runs/tiny"
-    init: str = ""  # weights to start from (ignored when resuming)
+    init: str = ""  # weights to start from: a file or a preset's shipped weights (ignored when resuming)
+    freeze: str = ""  # comma list of parameter-name prefixes not to train (e.g. patch_embed,frame_blocks)
     data: str = "synthetic"  # "synthetic" or a dataset folder
     families: str = ""  # synthetic scene families to train on (comma list; empty: all but held-out)
     steps: int = 2000
@@ -120,7 +128,27 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- model and optimiser --------------------------------------------------------------
     model = build_model(get_preset(cfg.preset)).to(device)
+    if cfg.grad_checkpointing and model.config.architecture != "vggt":
+        raise SystemExit(f"--grad-checkpointing is not supported by the {model.config.architecture} architecture")
     model.aggregator.gradient_checkpointing = cfg.grad_checkpointing
+    resume = out / "last.pt"
+    ckpt = torch.load(resume, map_location=device, weights_only=True) if resume.exists() else None
+    initialised: set[str] = set()
+    if ckpt is not None:
+        was = ckpt.get("config", {}).get("freeze", "")
+        if was != cfg.freeze:  # the optimiser's parameter groups depend on it
+            raise SystemExit(f"{resume} was trained with --freeze '{was}': resume with the same (got '{cfg.freeze}')")
+        model.load_state_dict(ckpt["model"])
+    elif cfg.init:
+        initialised = init_weights(model, cfg.init, master)
+    frozen = freeze(model, cfg.freeze)
+    if master and frozen:
+        n = sum(p.numel() for name, p in model.named_parameters() if name in frozen)
+        print(f"frozen: {len(frozen)} parameters ({n / 1e6:.2f}M values) matching {cfg.freeze}")
+        fresh = sorted(frozen - initialised) if cfg.init and ckpt is None else []
+        if fresh:
+            print(f"note: {len(fresh)} frozen parameters keep their initialisation (not in {cfg.init}), "
+                  f"e.g. {fresh[0]}")  # fmt: skip
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and "token" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (p.ndim < 2 or "token" in n)]
     optimizer = torch.optim.AdamW(
@@ -128,32 +156,27 @@ def main(argv: list[str] | None = None) -> int:
         lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda",
     )  # fmt: skip
     start_step = 0
-    resume = out / "last.pt"
-    if resume.exists():
-        ckpt = torch.load(resume, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
+    if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         start_step = int(ckpt["step"])
         if master:
             print(f"resumed from {resume} at step {start_step}")
-    elif cfg.init:
-        load_weights(model, cfg.init)
-        if master:
-            print(f"initialised from {cfg.init}")
+    # Frozen parameters get no gradient and are not DDP's concern; all others are used.
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     if master:
         n = sum(p.numel() for p in model.parameters())
-        print(f"training {cfg.preset} ({n / 1e6:.1f}M params) on {world} x {device}, bf16={use_bf16}")
+        k = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        print(f"training {cfg.preset} ({n / 1e6:.1f}M params, {k / 1e6:.1f}M trainable) on {world} x {device}, "
+              f"bf16={use_bf16}")  # fmt: skip
 
     # -- data -------------------------------------------------------------------------------
     sample = make_sampler(cfg, device, rank, world)
 
     # -- loop -------------------------------------------------------------------------------
     log_path = out / "log.csv"
+    header = master and not (log_path.exists() and log_path.stat().st_size)  # columns follow the loss terms
     log_file = open(log_path, "a", newline="") if master else None
     writer = csv.writer(log_file) if master else None
-    if master and log_path.stat().st_size == 0:
-        writer.writerow(["step", "time_s", "lr", "frames", "loss", "camera", "depth", "points", "frames_per_s"])
     t_start = time.time()
     t_last, frames_since = time.time(), 0
     step = start_step
@@ -167,12 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         S = clip_length(cfg, frac)
         B = max(1, cfg.frames_per_step // S)
         batch = sample(step, B, S)
-        targets = make_targets(batch["extrinsic"], batch["intrinsic"], batch["depth"], batch["valid"])
         for group in optimizer.param_groups:
             group["lr"] = lr = learning_rate(cfg, step, frac)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             pred = ddp_model(batch["images"], causal=True)
-        losses = total_loss(pred, targets)
+        losses = training_loss(pred, batch)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -183,12 +205,16 @@ def main(argv: list[str] | None = None) -> int:
         if master and (step % cfg.log_every == 0 or step == cfg.steps):
             now = time.time()
             vals = {k: v.item() for k, v in losses.items()}
+            terms = [k for k in vals if k != "total"]  # camera, depth, points | scale
             rate = frames_since / max(1e-9, now - t_last)
+            if header:
+                writer.writerow(["step", "time_s", "lr", "frames", "loss", *terms, "frames_per_s"])
+                header = False
             writer.writerow([step, round(now - t_start, 2), f"{lr:.3g}", S,
-                             *(f"{vals[k]:.5f}" for k in ("total", "camera", "depth", "points")), round(rate, 1)])
+                             *(f"{vals[k]:.5f}" for k in ("total", *terms)), round(rate, 1)])
             log_file.flush()
-            print(f"step {step:6d}  S={S:2d}  loss {vals['total']:.4f}  cam {vals['camera']:.4f}  "
-                  f"depth {vals['depth']:.4f}  pts {vals['points']:.4f}  {rate:.0f} frames/s", flush=True)
+            print(f"step {step:6d}  S={S:2d}  loss {vals['total']:.4f}  "
+                  + "  ".join(f"{k} {vals[k]:.4f}" for k in terms) + f"  {rate:.0f} frames/s", flush=True)
             t_last, frames_since = now, 0
         out_of_time = bool(cfg.time_limit) and time.time() - t_start > cfg.time_limit
         if distributed:  # every rank must agree to stop at the same step
@@ -216,6 +242,37 @@ def main(argv: list[str] | None = None) -> int:
         dist.barrier()
         dist.destroy_process_group()
     return 0
+
+
+def init_weights(model: torch.nn.Module, spec: str, verbose: bool) -> set[str]:
+    """Load --init (a file, or a preset name: its shipped weights); returns the names of
+    the parameters it set."""
+    path = spec if os.path.exists(spec) else (shipped_weights(spec) or spec)
+    report = load_matching_weights(model, path)
+    if verbose:
+        loaded, new, unused = (len(report[k]) for k in ("loaded", "new", "unused"))
+        detail = f": {loaded} tensors loaded, {new} new (initialised fresh), {unused} unused" if new or unused else ""
+        print(f"initialised from {path}{detail}")
+    return set(report["loaded"])
+
+
+def freeze(model: torch.nn.Module, prefixes: str) -> set[str]:
+    """requires_grad=False for the parameters whose name, or the name without its first
+    dotted components, starts with one of the comma-separated prefixes; returns their names."""
+    wanted = [p.strip().strip(".") for p in prefixes.split(",") if p.strip()]
+    frozen, used = set(), set()
+    for name, param in model.named_parameters():
+        parts = name.split(".")
+        tails = {".".join(parts[i:]) for i in range(len(parts))}
+        for p in wanted:
+            if any(t == p or t.startswith(p + ".") for t in tails):
+                param.requires_grad_(False)
+                frozen.add(name)
+                used.add(p)
+    unknown = [p for p in wanted if p not in used]
+    if unknown:
+        raise SystemExit(f"--freeze: no parameter matches {', '.join(unknown)}")
+    return frozen
 
 
 def save_training_state(model, optimizer, step: int, cfg: TrainConfig, out: Path) -> None:

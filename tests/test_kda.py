@@ -74,3 +74,28 @@ def test_fla_kernels_match_recurrence(T):
     o, s = kda(q, k, v, g, beta, initial_state=s0, backend="fla")
     assert (o.float() - o_ref).abs().max() <= 2e-3  # the kernels use TF32 tensor-core products
     assert (s.float() - s_ref).abs().max() <= 2e-3
+
+
+def test_fla_dispatch_trains_with_the_chunk_kernel(monkeypatch):
+    """fla's fused_recurrent_kda has no backward: with gradients needed, even short sequences
+    take chunk_kda; inference on short sequences keeps the recurrent kernel."""
+    import recon.attention.kda.ops as ops
+
+    called = []
+
+    def fake(name):
+        def fn(q, k, v, g, beta, scale, initial_state, output_final_state):
+            called.append(name)
+            return kda_chunk(q, k, v, g, beta, scale, initial_state)
+
+        return fn
+
+    monkeypatch.setattr(ops, "_fla_ops", lambda: (fake("chunk"), fake("recurrent")))
+    q, k, v, g, beta, _ = _inputs(T=20)
+    kda(q, k, v, g, beta, backend="fla")
+    v.requires_grad_(True)
+    with torch.no_grad():
+        kda(q, k, v, g, beta, backend="fla")
+    o, _ = kda(q, k, v, g, beta, backend="fla")
+    o.sum().backward()
+    assert called == ["recurrent", "recurrent", "chunk"] and v.grad is not None

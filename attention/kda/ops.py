@@ -8,12 +8,19 @@ GPU: fla-core (`pip install fla-core`, module `fla.ops.kda`) provides `chunk_kda
 the per-frame streaming step as well, so no kernel of our own is needed. fla is imported
 lazily, only for CUDA tensors; when it is missing (or fails to import) the torch chunked
 form runs instead, on any device.
+
+Training: fla's `fused_recurrent_kda` is inference-only (depending on the fla version its
+backward raises NotImplementedError, or its output carries no autograd graph at all and
+gradients would silently stop there), so when autograd needs gradients of the inputs the
+fla path always takes `chunk_kda`, which has a backward; the torch forms are plain
+autograd code.
 """
 
 from __future__ import annotations
 
 import functools
 
+import torch
 from torch import Tensor
 
 from .chunk import kda_chunk
@@ -62,7 +69,10 @@ def kda(
     if ops is None:
         raise RuntimeError("KDA backend 'fla' needs the fla-core package (pip install fla-core)")
     chunk_kda, fused_recurrent_kda = ops
-    fn = fused_recurrent_kda if q.shape[1] <= _FLA_RECURRENT_MAX_T else chunk_kda
+    training = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (q, k, v, g, beta, initial_state)
+    )
+    fn = fused_recurrent_kda if q.shape[1] <= _FLA_RECURRENT_MAX_T and not training else chunk_kda
     state = None if initial_state is None else initial_state.float().contiguous()
     o, final = fn(
         q=q.contiguous(),
