@@ -252,6 +252,10 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, Tensor], path: str
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     state, _ = read_checkpoint(path)
+    _load_strict(model, state, path)
+
+
+def _load_strict(model: torch.nn.Module, state: dict[str, Tensor], path: str | os.PathLike) -> None:
     check_state_dict(model, state, path)
     model.load_state_dict(state, strict=True)  # copies into the model's own dtype
 
@@ -267,8 +271,7 @@ def load_matching_weights(model: torch.nn.Module, path: str | os.PathLike) -> di
     state, config = read_checkpoint(path)
     name = getattr(getattr(model, "config", None), "name", None)
     if config is None or config.name == name:
-        check_state_dict(model, state, path)
-        model.load_state_dict(state, strict=True)
+        _load_strict(model, state, path)
         return {"loaded": list(state), "new": [], "unused": []}
     expected = model.state_dict()
     match = {k: v for k, v in state.items() if k in expected and tuple(v.shape) == tuple(expected[k].shape)}
@@ -279,10 +282,13 @@ def load_matching_weights(model: torch.nn.Module, path: str | os.PathLike) -> di
             "unused": [k for k in state if k not in match]}  # fmt: skip
 
 
-def shipped_weights(preset: str) -> Path | None:
+def shipped_weights(preset: str, folder: str | os.PathLike | None = None) -> Path | None:
+    """The weights shipped for `preset` in `folder` (default: the package's weights folder),
+    `<preset>.safetensors` or its index."""
+    folder = Path(WEIGHTS_DIR if folder is None else folder)
     for name in (f"{preset}.safetensors", f"{preset}.index.json"):
-        if (WEIGHTS_DIR / name).is_file():
-            return WEIGHTS_DIR / name
+        if (folder / name).is_file():
+            return folder / name
     return None
 
 
@@ -346,8 +352,7 @@ def ship_weights(
     if base is not None:
         if base == name:
             raise ValueError(f"weights {name!r} cannot share tensors with themselves")
-        base_path = next((p for p in (out_dir / f"{base}.index.json", out_dir / f"{base}.safetensors") if p.is_file()),
-                         None)  # fmt: skip
+        base_path = shipped_weights(base, out_dir)
         if base_path is None:
             raise CheckpointError(f"{out_dir}: no shipped weights {base!r} ({base}.index.json or {base}.safetensors) "
                                   f"to share tensors with")  # fmt: skip
