@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .graph_break import graph_break
 from .qknorm_rope import qk_norm_rope
 from .rope import RotaryEmbedding2D
 from .rope3d import RopeTables
@@ -22,22 +23,18 @@ from .rope3d import RopeTables
 
 # cuDNN's fused attention, torch's first choice on Hopper, builds an execution plan for
 # every new key length: 30-45 ms of host time per new shape (H200, torch 2.11), which a
-# cache that grows pays on every frame. FlashAttention needs no plan and is as fast on short
-# caches, ~35 % slower on long ones. So attention over a growing cache runs flash until one
-# call's work Tq * Tk * H * D reaches this (where flash's extra time ~ the plan's cost on
-# that GPU: ~190k keys for vggt-1b at 518x392), and lets torch pick (cuDNN) beyond it.
-# Caches with a fixed shape (steady; CUDA-graph replay) build their plan once: torch picks.
-FLASH_BELOW_WORK = 2e11
+# cache that grows pays on every frame, and past ~250 frames of vggt-1b keys it also stalled
+# single frames by ~250 ms. FlashAttention needs no plan; it is as fast on short caches and
+# ~10 % slower than a planned cuDNN call on 300-frame ones. So attention over a growing cache
+# runs the plan-free backends at every length. Caches with a fixed shape (steady; CUDA-graph
+# replay) build their plan once: torch picks.
 _NO_PLAN_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def growing_kv_backends(q: Tensor, k: Tensor) -> list[SDPBackend] | None:
     """SDPA backends for q [B, H, Tq, D] over a growing cache's keys k [B, H, Tk, D]: the
-    plan-free ones on CUDA while the work is below FLASH_BELOW_WORK, else None (torch picks)."""
-    if not q.is_cuda:
-        return None
-    work = q.shape[2] * k.shape[2] * q.shape[1] * q.shape[3]
-    return _NO_PLAN_BACKENDS if work < FLASH_BELOW_WORK else None
+    plan-free ones on CUDA, None (torch picks) elsewhere."""
+    return _NO_PLAN_BACKENDS if q.is_cuda else None
 
 
 class LayerKV(Protocol):
@@ -123,17 +120,24 @@ class Attention(nn.Module):
         [T, T] over the new tokens (True = attend) or None; kv: this layer's cache slot."""
         B, T, C = x.shape
         q, k, v = self.project(x, rope=rope)
-        backends = None
-        if kv is not None:
-            k, v = kv.update(k, v)
-            if attn_mask is not None and attn_mask.shape[-1] != k.shape[2]:
-                # The mask covers the new tokens; cached past tokens are visible to all.
-                past = attn_mask.new_ones(attn_mask.shape[0], k.shape[2] - attn_mask.shape[-1])
-                attn_mask = torch.cat((past, attn_mask), dim=-1)
-            backends = kv.sdpa_backends(q, k)
-        with sdpa_kernel(backends) if backends else contextlib.nullcontext():
+        if kv is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        else:  # the cache's key length changes per step: not part of a captured CUDA graph
+            out = graph_break(attend_with_cache, q, k, v, kv, attn_mask)
         return self.proj(out.transpose(1, 2).reshape(B, T, C))
+
+
+def attend_with_cache(q: Tensor, k: Tensor, v: Tensor, kv: LayerKV, attn_mask: Tensor | None = None) -> Tensor:
+    """Store this step's k, v [B, H, T, D] in the cache slot `kv`, then attend q [B, H, T, D]
+    over the cached past and the new tokens; attn_mask bool [T, T] over the new tokens."""
+    k, v = kv.update(k, v)
+    if attn_mask is not None and attn_mask.shape[-1] != k.shape[2]:
+        # The mask covers the new tokens; cached past tokens are visible to all.
+        past = attn_mask.new_ones(attn_mask.shape[0], k.shape[2] - attn_mask.shape[-1])
+        attn_mask = torch.cat((past, attn_mask), dim=-1)
+    backends = kv.sdpa_backends(q, k)
+    with sdpa_kernel(backends) if backends else contextlib.nullcontext():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
 
 
 def block_causal_mask(num_frames: int, tokens_per_frame: int, device=None) -> Tensor:

@@ -62,6 +62,35 @@ def test_graph_replay_equals_eager_linear() -> None:
     _assert_replay_equals_eager(build_model(get_preset("tiny-linear")).eval(), 1e-4)
 
 
+def test_piecewise_graphs_equal_eager_full() -> None:
+    """A growing cache: graphs between the cached attentions, replayed over two streams (the
+    second reuses the first stream's captures with its own caches)."""
+    model, _ = load_model("tiny", device="cuda")
+    streams = [_frames(12, seed=0), _frames(12, seed=1)]
+    eager_rec = Reconstructor(model, memory="full", fast=False, device="cuda")
+    rec = Reconstructor(model, memory="full", fast=True, device="cuda", reserve_frames=12)
+    for frames in streams:
+        eager_rec.reset()
+        rec.reset()
+        eager = _stream(eager_rec, frames)
+        graphed = _stream(rec, frames)
+        assert rec.state.num_frames == len(frames) and rec.state.temporal.num_tokens(0) == eager_rec.state.temporal.num_tokens(0)
+        for a, b in zip(graphed, eager):
+            for name in FIELDS:
+                assert _rel(getattr(a, name), getattr(b, name)) < 1e-5, name
+    piecewise = rec._graphed.piecewise
+    assert len(piecewise.steps) == 2  # a stream's first frame, and every later one
+    assert piecewise.replays == 2 * 12 - 3  # all but: the first eager step, two captures
+    pieces = next(iter(piecewise.steps.values())).pieces
+    assert len(pieces) == model.config.depth + model.camera_head.num_cache_slots + 1
+
+
+def test_piecewise_then_whole_graph_rolling() -> None:
+    """A rolling cache fills piecewise, then its steady steps replay as one graph."""
+    model, _ = load_model("tiny", device="cuda")
+    _assert_replay_equals_eager(model, 1e-5, memory="rolling", budget_frames=6, camera_budget_frames=6)
+
+
 def test_bf16_matches_fp32() -> None:
     """bf16 end to end (heads included) against the fp32 path: relative error per output."""
     model, _ = load_model("tiny", device="cuda")

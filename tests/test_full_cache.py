@@ -6,7 +6,7 @@ import torch
 from torch.nn.attention import SDPBackend
 
 from recon.attention import FullKVCache, RollingKVCache
-from recon.attention.mha import FLASH_BELOW_WORK, growing_kv_backends
+from recon.attention.mha import growing_kv_backends
 
 
 def _kv(t=7, H=2, D=4, seed=0):
@@ -35,14 +35,12 @@ def _fake(shape, cuda=True):
     return SimpleNamespace(shape=shape, is_cuda=cuda)
 
 
-def test_growing_cache_uses_plan_free_backends_until_the_work_is_large():
+def test_growing_cache_uses_plan_free_backends_at_every_length():
     q = _fake((1, 16, 1041, 64))
-    short, long = _fake((1, 16, 1041 * 20, 64)), _fake((1, 16, 1041 * 300, 64))
-    assert 1041 * 1041 * 20 * 16 * 64 < FLASH_BELOW_WORK < 1041 * 1041 * 300 * 16 * 64
-    allowed = growing_kv_backends(q, short)
-    assert allowed is not None and SDPBackend.FLASH_ATTENTION in allowed and SDPBackend.CUDNN_ATTENTION not in allowed
-    assert growing_kv_backends(q, long) is None  # torch picks (cuDNN) once flash would cost more than a plan
-    assert growing_kv_backends(_fake((1, 16, 1041, 64), cuda=False), short) is None  # CPU: torch picks
+    for frames in (1, 20, 300, 3000):
+        allowed = growing_kv_backends(q, _fake((1, 16, 1041 * frames, 64)))
+        assert SDPBackend.FLASH_ATTENTION in allowed and SDPBackend.CUDNN_ATTENTION not in allowed
+    assert growing_kv_backends(_fake((1, 16, 1041, 64), cuda=False), q) is None  # CPU: torch picks
 
 
 def test_steady_cache_lets_torch_pick():
