@@ -260,14 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_arguments(bench)
     bench.set_defaults(func=cmd_bench)
 
-    train = sub.add_parser("train", help="train a model (see `recon train --help`)", add_help=False)
-    train.add_argument("train_args", nargs=argparse.REMAINDER)
-    train.set_defaults(func=lambda a: __import__("recon.train", fromlist=["main"]).main(a.train_args))
-
-    bm = sub.add_parser("benchmark", help="the frozen held-out benchmark (see `recon benchmark --help`)",
-                        add_help=False)
-    bm.add_argument("benchmark_args", nargs=argparse.REMAINDER)
-    bm.set_defaults(func=lambda a: __import__("recon.benchmark", fromlist=["main"]).main(a.benchmark_args))
+    # Listed for `recon --help`; main() hands their arguments to their own parsers.
+    sub.add_parser("train", help="train a model (see `recon train --help`)", add_help=False)
+    sub.add_parser("benchmark", help="the frozen held-out benchmark (see `recon benchmark --help`)", add_help=False)
 
     info = sub.add_parser("info", help="load a model (preset or checkpoint) and describe it")
     info.add_argument("model", help="preset name or checkpoint path")
@@ -285,10 +280,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (CheckpointError, SourceError, ExportError, ValueError, OSError)
 
 
+# Subcommands with their own parsers: everything after the name is theirs (argparse's
+# REMAINDER would reject a first argument that looks like an option, e.g. `--model`).
+_DELEGATED = {"train": "recon.train", "benchmark": "recon.benchmark"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _DELEGATED:
+        module = _DELEGATED[argv[0]]
+        run = lambda: __import__(module, fromlist=["main"]).main(argv[1:])  # noqa: E731
+    else:
+        args = build_parser().parse_args(argv)
+        run = lambda: args.func(args)  # noqa: E731
     try:
-        return args.func(args)
+        return run()
     except KeyboardInterrupt:
         print("recon: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -150,3 +150,15 @@ def test_batch_processes_each_input_once_and_resumes(tmp_path, capsys, small_mod
     assert "done" in first and "skipped" not in first
     assert main(args) == 0  # resumable: finished inputs are skipped
     assert capsys.readouterr().out.count("skipped (done)") == 2
+
+
+@pytest.mark.parametrize("command", ["benchmark", "train"])
+def test_delegated_subcommands_take_their_own_options(capsys, command):
+    """`recon benchmark --model ...` / `recon train --preset ...` reach their own parsers."""
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0 and f"usage: recon {command}" in capsys.readouterr().out
+    option = "--model" if command == "benchmark" else "--preset"
+    assert main([command, option, "no-such-preset", "--device", "cpu"]) == EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-such-preset" in err[0]
