@@ -59,3 +59,76 @@ def voxel_merge(
         return np.stack(sums, axis=1) / total[:, None]
 
     return mean(points).astype(points.dtype, copy=False), mean(colors).astype(np.float32), total
+
+
+_COARSEN_STEP = 1.5  # smallest voxel growth when a merge must coarsen
+
+
+class VoxelCloud:
+    """Fuses world points [N, 3] with colours [N, 3] into at most `budget` voxel centroids: the
+    fused cloud of the exports and the live map of the viewer.
+
+    Points are averaged per cubic voxel, weighted by how many raw points each stored point
+    stands for, so a voxel's centroid does not depend on how its points were split across
+    frames or merges at that voxel size. `add` only queues points (cheap, every frame); once the
+    queue and the cloud together exceed the budget they are merged, and if the merge still holds
+    more than the budget the voxel grows until it holds at most half of it (so merges that
+    coarsen stay rare however long the stream is). Points keep `dtype` (float64 for exports).
+    """
+
+    def __init__(self, voxel: float, budget: int, dtype: type = np.float32) -> None:
+        if not voxel > 0:
+            raise ValueError(f"voxel size must be positive, got {voxel}")
+        if budget < 2:
+            raise ValueError(f"point budget must be at least 2 points, got {budget}")
+        self.voxel = float(voxel)
+        self.budget = int(budget)
+        self.dtype = dtype
+        self._points = np.zeros((0, 3), dtype)
+        self._colors = np.zeros((0, 3), np.float32)
+        self._weights = np.zeros(0, np.float64)
+        self._queue: list[tuple[np.ndarray, np.ndarray]] = []
+        self._queued = 0
+
+    def __len__(self) -> int:
+        """Points held, the queue included (an upper bound of the merged count; <= budget)."""
+        return len(self._points) + self._queued
+
+    def add(self, points: np.ndarray, colors: np.ndarray) -> None:
+        """Queue points [N, 3] and colours [N, 3] (any float range); rows with inf/NaN are dropped."""
+        points, colors = np.asarray(points), np.asarray(colors)
+        if points.ndim != 2 or points.shape[1] != 3 or colors.shape != points.shape:
+            raise ValueError(f"expected points [N, 3] and colours [N, 3], got {points.shape} and {colors.shape}")
+        finite = finite_rows(points)
+        if not finite.any():
+            return
+        self._queue.append((np.asarray(points[finite], self.dtype), np.asarray(colors[finite], np.float32)))
+        self._queued += int(finite.sum())
+        if len(self) > self.budget:
+            self._merge()
+
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The cloud: points [M, 3] (`dtype`) and colours [M, 3] float32, M <= budget."""
+        self._merge()
+        return self._points, self._colors
+
+    def _merge(self) -> None:
+        if not self._queue:
+            return
+        new_points, new_colors = (np.concatenate(parts) for parts in zip(*self._queue))
+        merged = voxel_merge(
+            np.concatenate([self._points, new_points]),
+            np.concatenate([self._colors, new_colors]),
+            np.concatenate([self._weights, np.ones(len(new_points))]),
+            self.voxel,
+        )
+        if len(merged[0]) > self.budget:
+            target = self.budget // 2
+            while len(merged[0]) > target:
+                # Occupied voxels of a surface scale with voxel^-2: one step usually lands under
+                # the target, instead of several fixed steps each costing a full merge.
+                self.voxel *= max(_COARSEN_STEP, 1.05 * np.sqrt(len(merged[0]) / target))
+                merged = voxel_merge(*merged, self.voxel)
+        self._points, self._colors, self._weights = merged
+        self._queue, self._queued = [], 0
+

@@ -12,8 +12,6 @@ import pytest
 
 from recon.datasets.trajectory import Trajectory, read_kitti, read_tum
 from recon.export import Exporter, ExportError, parse_formats
-from recon.export.cloud import PointAccumulator
-from recon.points import voxel_merge
 from recon.preprocess import preprocess_frame
 from recon.session import FramePrediction
 
@@ -135,26 +133,6 @@ def test_conf_percentile_keeps_the_top_share_of_each_frame(tmp_path):
         counts[pct] = len(exporter._cloud)
     assert counts[None] == pred.depth.size
     assert abs(counts[50.0] - pred.depth.size / 2) <= 2
-
-
-def test_accumulator_stays_within_budget_and_merging_is_order_free():
-    rng = np.random.default_rng(0)
-    chunks = [(rng.normal(size=(3000, 3)), rng.random((3000, 3))) for _ in range(6)]
-    bounded = PointAccumulator(voxel_size=1e-3, max_points=4000)
-    for points, colors in chunks:
-        bounded.add(points, colors)
-        assert len(bounded) <= 4000
-    assert bounded.voxel_size > 1e-3
-    # Fixed voxel, no budget pressure: fusing chunk by chunk equals downsampling all points at once.
-    fused = PointAccumulator(voxel_size=0.5, max_points=10**6)
-    for points, colors in chunks:
-        fused.add(points, colors)
-    all_points, all_colors = (np.concatenate(x) for x in zip(*chunks))
-    expected, expected_colors, _ = voxel_merge(all_points, all_colors, np.ones(len(all_points)), 0.5)
-    got, got_colors = fused.result()
-    order_got, order_exp = np.lexsort(got.T), np.lexsort(expected.T)
-    np.testing.assert_allclose(got[order_got], expected[order_exp], atol=1e-12)
-    np.testing.assert_allclose(got_colors[order_got], expected_colors[order_exp], atol=1e-6)
 
 
 def test_colmap_model_reads_back_with_matching_poses(full_export):

@@ -16,7 +16,6 @@ from recon.preprocess import preprocess_frame
 from recon.session import FramePrediction
 from recon.viewer.rerun_logger import RerunLogger, confident_points
 from recon.viewer.sinks import WebViewer
-from recon.viewer.voxel_map import VoxelMap
 
 H, W = 28, 42
 K = np.array([[30.0, 0, W / 2], [0, 30.0, H / 2], [0, 0, 1]], np.float32)
@@ -161,21 +160,6 @@ def test_confident_points_drop_padding_low_confidence_and_respect_the_cap():
     np.testing.assert_array_equal(colors, pred.image[kept])
     capped, _ = confident_points(pred, None, 0.0, max_points=50)
     assert len(capped) == 50
-
-
-def test_voxel_map_averages_per_voxel_and_stays_within_budget():
-    vmap = VoxelMap(voxel=1.0, budget=100)
-    vmap.add(np.array([[0.1, 0.1, 0.1], [0.3, 0.5, 0.7], [5.5, 0.5, 0.5]]), np.array([[0, 0, 0], [1, 1, 1], [1, 0, 0]]))
-    points, colors = vmap.points()
-    order = np.argsort(points[:, 0])
-    np.testing.assert_allclose(points[order], [[0.2, 0.3, 0.4], [5.5, 0.5, 0.5]], atol=1e-6)
-    np.testing.assert_allclose(colors[order], [[0.5, 0.5, 0.5], [1, 0, 0]], atol=1e-6)
-
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        vmap.add(rng.uniform(-50, 50, (500, 3)), rng.random((500, 3)))
-    points, _ = vmap.points()
-    assert 0 < len(points) <= 100 and vmap.voxel > 1.0
 
 
 def test_logger_without_sinks_needs_no_viewer_and_rejects_bad_input(tmp_path):

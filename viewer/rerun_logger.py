@@ -27,11 +27,10 @@ import rerun as rr
 import rerun.blueprint as rrb
 
 from recon.atomic import atomic_path
-from recon.points import confidence_mask, finite_rows, inside_original
+from recon.points import VoxelCloud, confidence_mask, finite_rows, inside_original
 from recon.session import FramePrediction
 
 from .sinks import WebViewer, spawn_native_viewer
-from .voxel_map import VoxelMap
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +152,7 @@ class RerunLogger:
         self.max_points_per_frame, self.map_every = max_points_per_frame, map_every
         self.map_points_per_frame = map_points_per_frame
         self.trajectory_max_vertices, self.jpeg_quality = trajectory_max_vertices, jpeg_quality
-        self.map = VoxelMap(map_voxel, map_budget)
+        self.map = VoxelCloud(map_voxel, map_budget)
         self.rrd = None if rrd is None else Path(rrd)
         self.web: WebViewer | None = None
         self.recording: rr.RecordingStream | None = None

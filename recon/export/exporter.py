@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from recon.points import VoxelCloud, confidence_mask, inside_original
 from recon.session import FramePrediction
 
 from .cameras import FrameCamera, write_intrinsics, write_trajectories
-from recon.points import confidence_mask, inside_original
-
-from .cloud import PointAccumulator, frame_points, write_ply
+from .cloud import frame_points, write_ply
 from .colmap import RESOLUTIONS, build_reconstruction, image_name, to_uint8_rgb, write_image, write_model
 from .depth import DepthWriter
 
@@ -128,7 +127,7 @@ class Exporter:
 
         self.cameras: list[FrameCamera] = []
         self._indices: set[int] = set()
-        self._cloud: PointAccumulator | None = None
+        self._cloud: VoxelCloud | None = None
         self._mesher = None
         self._result: dict[str, Path] | None = None
 
@@ -163,7 +162,7 @@ class Exporter:
         valid = depth[np.isfinite(depth) & (depth > 0)]
         scale = float(np.median(valid)) if valid.size else 1.0
         if {"ply", "colmap"} & self.formats:
-            self._cloud = PointAccumulator(self.voxel_size or scale / 200, self.max_points)
+            self._cloud = VoxelCloud(self.voxel_size or scale / 200, self.max_points, dtype=np.float64)
         if "mesh" in self.formats:
             from .mesh import TSDFMesher
 
@@ -209,7 +208,7 @@ class Exporter:
         if "traj" in self.formats:
             written.update(write_trajectories(self.out_dir, self.cameras))
             written["intrinsics"] = write_intrinsics(self.out_dir / "intrinsics.json", self.cameras)
-        points, colors = self._cloud.result() if self._cloud is not None else (None, None)
+        points, colors = self._cloud.points() if self._cloud is not None else (None, None)
         if "ply" in self.formats:
             written["ply"] = self.out_dir / "points.ply"
             write_ply(written["ply"], points, colors)
