@@ -46,3 +46,16 @@ def test_every_cached_attention_of_a_step_is_a_graph_break() -> None:
             assert sorted(s.index for s in recorder.slots if s.cache is state.temporal) == list(range(model.config.depth))
             torch.testing.assert_close(out["depth"], expected["depth"])
     assert isinstance(state.temporal, FullKVCache) and state.temporal.num_tokens(0) == plain_state.temporal.num_tokens(0)
+
+
+def test_piecewise_graphs_serve_vggt_family_stream_states_only() -> None:
+    from recon.fastpath import PiecewiseGraphs
+
+    torch.manual_seed(0)
+    tiny = build_model(get_preset("tiny")).eval()
+    assert PiecewiseGraphs(tiny).supports(tiny.init_state())  # full
+    from recon.memory import make_state
+
+    assert PiecewiseGraphs(tiny).supports(make_state("rolling", tiny))
+    horizon = build_model(get_preset("tiny-linear")).eval()  # host-side pose fusion: not piecewise
+    assert not PiecewiseGraphs(horizon).supports(horizon.init_state())
