@@ -79,8 +79,9 @@ class Reconstructor:
         self._model_hw: tuple[int, int] | None = None
 
     def reset(self) -> None:
-        """Forget the stream; the next frame starts a new world frame."""
-        self.state = memory_strategies.make_state(self.memory, self.model, **self.memory_options)
+        """Forget the stream; the next frame starts a new world frame. The state is reset in
+        place: caches with reserved room (`full` with `reserve_frames`) keep their buffers."""
+        self.state.reset()
         self._model_hw = None
         if self._graphed is not None:
             self._graphed.reset()

@@ -51,6 +51,7 @@ class WindowedStream:
     def reset(self) -> None:
         self.aligner.reset()
         self._pending, self._start, self.num_frames, self.last_window = [], 0, 0, None
+        self.timings = {}
 
     def nbytes(self) -> int:
         """Bytes of the buffered frames and the aligned map summary."""

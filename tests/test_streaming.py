@@ -85,3 +85,24 @@ def test_sdpa_masked_attention_matches_naive_reference():
     mask = block_causal_mask(3, 4)
     fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     assert torch.allclose(fused, naive_softmax_attention(q, k, v, mask), atol=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("memory,options", [("full", {"reserve_frames": 4}), ("rolling", {"budget_frames": 3})])
+def test_reset_stream_equals_a_fresh_session(model, images, memory, options):
+    """`reset()` forgets the stream in place: the next stream predicts what a new session does,
+    and a reserved `full` cache serves it from the same buffers (no allocation at its frame 0)."""
+    frames = [(images[0, i].permute(1, 2, 0).numpy() * 255).round().astype("uint8") for i in range(3)]
+    rec = Reconstructor(model, memory=memory, device="cpu", width=70, **options)
+    for f in frames[::-1]:
+        rec.step(f)
+    buffer = rec.state.temporal._k[0].data_ptr()
+    rec.reset()
+    again = [rec.step(f) for f in frames]
+    fresh_rec = Reconstructor(model, memory=memory, device="cpu", width=70, **options)
+    fresh = [fresh_rec.step(f) for f in frames]
+    for a, b in zip(again, fresh):
+        assert a.index == b.index and abs(a.depth - b.depth).max() <= 1e-5
+        assert abs(a.extrinsic - b.extrinsic).max() <= 1e-5
+    if memory == "full":
+        assert rec.state.temporal._k[0].data_ptr() == buffer
