@@ -4,9 +4,12 @@ Shapes: B clips, S frames, H x W pixels.
   extrinsic [B, S, 3, 4] camera-from-world, intrinsic [B, S, 3, 3], depth [B, S, H, W],
   valid [B, S, H, W] bool.
 
-Targets are expressed in the first camera's frame and divided by one scale per clip (the
-mean distance of valid points to the first camera), so the model learns scale-normalised
-geometry; predictions are compared to these targets directly.
+Targets are expressed in the first camera's frame and divided by one scale per clip, so the
+model learns scale-normalised geometry; predictions are compared to these targets directly.
+The scale is the mean distance of the *first frame's* valid points to its camera: a causal
+model sees frame 0 alone when it fixes the scale of its stream, so a scale that averaged over
+later frames would ask it for what it cannot know (VGGT, which is bidirectional, averages
+over the whole clip: `normaliser="clip"`).
 
 `training_loss` picks the loss for the model (horizon models: `recon.losses_horizon`).
 """
@@ -32,7 +35,13 @@ class Targets:
     scale: Tensor  # [B] metres per normalised unit
 
 
-def make_targets(extrinsic: Tensor, intrinsic: Tensor, depth: Tensor, valid: Tensor) -> Targets:
+NORMALISERS = ("first", "clip")
+
+
+def make_targets(extrinsic: Tensor, intrinsic: Tensor, depth: Tensor, valid: Tensor, normaliser: str = "first") -> Targets:
+    """normaliser: "first" (mean distance of frame 0's valid points) or "clip" (all frames')."""
+    if normaliser not in NORMALISERS:
+        raise ValueError(f"unknown normaliser {normaliser!r}; choose from {', '.join(NORMALISERS)}")
     H, W = depth.shape[-2:]
     valid = valid & (depth > 0) & torch.isfinite(depth)
     # Re-express every camera relative to the first: E_i' = E_i @ E_0^-1.
@@ -40,8 +49,13 @@ def make_targets(extrinsic: Tensor, intrinsic: Tensor, depth: Tensor, valid: Ten
     rel = (to_homogeneous(extrinsic) @ first_inv)[..., :3, :4]
     points = unproject_depth(depth, rel, intrinsic)  # first-camera frame
     dist = points.norm(dim=-1)
-    count = valid.flatten(1).sum(1).clamp(min=1)
-    scale = ((dist * valid).flatten(1).sum(1) / count).clamp(min=1e-6)  # [B]
+    counted = valid[:, :1] if normaliser == "first" else valid
+    count = counted.flatten(1).sum(1)
+    scale = (dist[:, : counted.shape[1]] * counted).flatten(1).sum(1) / count.clamp(min=1)
+    if normaliser == "first":  # a first frame without valid pixels: fall back to the clip
+        whole = (dist * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
+        scale = torch.where(count > 0, scale, whole)
+    scale = scale.clamp(min=1e-6)  # [B]
     s = scale.view(-1, 1, 1, 1)
     rel = torch.cat((rel[..., :3], rel[..., 3:] / s), dim=-1)
     depth_n = torch.where(valid, depth / s, torch.zeros_like(depth))

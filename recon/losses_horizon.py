@@ -97,7 +97,7 @@ def horizon_targets(
     valid = valid & (depth > 0) & torch.isfinite(depth)
     scale, frame_valid = frame_scales(intrinsic, depth, valid)
     if normaliser == "clip":
-        scale = make_targets(extrinsic, intrinsic, depth, valid).scale[:, None].expand_as(scale)
+        scale = make_targets(extrinsic, intrinsic, depth, valid, "clip").scale[:, None].expand_as(scale)
     window = window_pose_targets(extrinsic, intrinsic, window_valid, depth.shape[-2:])
     window = torch.cat((window[..., :3] / scale[..., None, None], window[..., 3:]), dim=-1)
     depth_n = torch.where(valid, depth / scale[..., None, None], torch.zeros_like(depth))

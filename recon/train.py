@@ -8,8 +8,9 @@
 Data: synthetic clips rendered on the fly on the training device (datasets/synthetic), or
 clips cut from any dataset reader with depth and poses (datasets/readers). Clips are
 trained block-causally (each frame sees itself and earlier frames), the clip length grows
-from --min-frames to --max-frames over --curriculum-steps. bf16 autocast on CUDA,
-optional activation checkpointing, CSV log, resumable from <out>/last.pt.
+from --min-frames to --max-frames over --curriculum-steps. bf16 autocast on CUDA
+(the DPT heads too, all frames in one pass), optional activation checkpointing, CSV log,
+resumable from <out>/last.pt.
 
 --init loads weights from a checkpoint of the same preset (strictly) or of a related one
 (tiny -> tiny-linear: the tensors of the same name and shape; the rest keep their
@@ -66,6 +67,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     bf16: bool = True  # CUDA only
     grad_checkpointing: bool = False
+    channels_last: bool = False  # the DPT heads' convolutions in channels-last layout
+    reuse: int = 1  # synthetic data: train on each rendered batch this many steps (1 or 2; the 2nd time reversed in time)
     log_every: int = 20
     save_every: int = 500
     time_limit: float = 0.0  # seconds; save and stop cleanly; schedules then follow elapsed time
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.grad_checkpointing and model.config.architecture != "vggt":
         raise SystemExit(f"--grad-checkpointing is not supported by the {model.config.architecture} architecture")
     model.aggregator.gradient_checkpointing = cfg.grad_checkpointing
+    configure_heads_for_training(model, use_bf16, cfg.channels_last)
     resume = out / "last.pt"
     ckpt = torch.load(resume, map_location=device, weights_only=True) if resume.exists() else None
     initialised: set[str] = set()
@@ -275,6 +279,27 @@ def freeze(model: torch.nn.Module, prefixes: str) -> set[str]:
     return frozen
 
 
+def configure_heads_for_training(model: torch.nn.Module, bf16: bool, channels_last: bool = False) -> None:
+    """The DPT heads run all frames of a step in one pass (inference chunks them by 8 to bound
+    memory; in training the many small launches dominated) and, under bf16 autocast, in bf16
+    (inference keeps them fp32 unless `prepare_model(precision="bf16")`; their outputs are
+    activated in fp32 either way)."""
+    from .model.dpt_head import DPTHead
+
+    for module in model.modules():
+        if isinstance(module, DPTHead):
+            module.frames_chunk_size = 0
+            module.bf16 = bf16
+            if channels_last:
+                module.to(memory_format=torch.channels_last)
+
+
+def reversed_in_time(batch: dict) -> dict:
+    """The same clips played backwards: every [B, S, ...] tensor reversed along S (a valid clip:
+    the targets are re-expressed relative to the new first frame)."""
+    return {k: v.flip(1) for k, v in batch.items()}
+
+
 def save_training_state(model, optimizer, step: int, cfg: TrainConfig, out: Path) -> None:
     """`last.pt` (weights + optimiser, for resuming) and `model.safetensors` (weights only)."""
     with atomic_path(out / "last.pt") as tmp:
@@ -293,12 +318,22 @@ def make_sampler(cfg: TrainConfig, device: torch.device, rank: int, world: int):
 
         families = [f for f in cfg.families.split(",") if f] or list(TRAIN_FAMILIES)
 
+        if cfg.reuse not in (1, 2):
+            raise SystemExit(f"--reuse must be 1 or 2, got {cfg.reuse}")
+        last: dict = {}
+
         def sample(step: int, B: int, S: int) -> dict:
-            # Distinct clips on every rank and step; never an evaluation seed or family.
-            first = TRAIN_SEED_BASE + cfg.seed * 10_000_000 + (step * world + rank) * B
-            seeds = list(range(first, first + B))
-            fams = [families[s % len(families)] for s in seeds]
-            return render_batch(seeds, S, cfg.height, cfg.width, families=fams, device=device)
+            # Distinct clips on every rank and rendering; never an evaluation seed or family.
+            # With --reuse 2 a rendering serves two steps, the second time played backwards
+            # (rendering is ~1/4 of a step's time on the GPU).
+            draw, repeat = divmod(step, cfg.reuse)
+            if last.get("key") != (draw, B, S):
+                first = TRAIN_SEED_BASE + cfg.seed * 10_000_000 + (draw * world + rank) * B
+                seeds = list(range(first, first + B))
+                fams = [families[s % len(families)] for s in seeds]
+                last.update(key=(draw, B, S), batch=render_batch(seeds, S, cfg.height, cfg.width, families=fams,
+                                                                   device=device))  # fmt: skip
+            return reversed_in_time(last["batch"]) if repeat else last["batch"]
 
         return sample
     from recon.datasets.clips import ClipSampler

@@ -32,9 +32,37 @@ def test_targets_put_first_camera_at_origin_and_are_scale_invariant():
     assert torch.allclose(a.pose_enc, b.pose_enc, atol=1e-4)
     assert torch.allclose(a.depth, b.depth, atol=1e-5)
     assert torch.allclose(b.scale / a.scale, torch.full_like(a.scale, 2.5), atol=1e-4)
-    # Normalised points have mean distance 1 to the first camera.
-    dist = (a.world_points.norm(dim=-1) * a.valid).flatten(1).sum(1) / a.valid.flatten(1).sum(1)
+    # The first frame's normalised points have mean distance 1 to the first camera.
+    first, fv = a.world_points[:, 0].norm(dim=-1), a.valid[:, 0]
+    dist = (first * fv).flatten(1).sum(1) / fv.flatten(1).sum(1)
     assert torch.allclose(dist, torch.ones_like(dist), atol=1e-4)
+    # "clip": all frames' points have mean distance 1 (the bidirectional VGGT recipe).
+    c = make_targets(E, K, D, V, normaliser="clip")
+    dist = (c.world_points.norm(dim=-1) * c.valid).flatten(1).sum(1) / c.valid.flatten(1).sum(1)
+    assert torch.allclose(dist, torch.ones_like(dist), atol=1e-4)
+    assert not torch.allclose(a.scale, c.scale)
+
+
+def test_first_frame_targets_do_not_depend_on_later_frames():
+    """A causal model fixes its scale at frame 0: the targets of a clip's prefix must equal
+    those of the whole clip on the prefix frames, whatever comes later."""
+    E, K, D, V = _scene(S=4)
+    whole = make_targets(E, K, D, V)
+    prefix = make_targets(E[:, :2], K[:, :2], D[:, :2], V[:, :2])
+    assert torch.allclose(whole.depth[:, :2], prefix.depth, atol=1e-6)
+    assert torch.allclose(whole.pose_enc[:, :2], prefix.pose_enc, atol=1e-5)
+    clip_whole = make_targets(E, K, D, V, normaliser="clip")
+    clip_prefix = make_targets(E[:, :2], K[:, :2], D[:, :2], V[:, :2], normaliser="clip")
+    assert not torch.allclose(clip_whole.depth[:, :2], clip_prefix.depth, atol=1e-3)
+
+
+def test_first_frame_without_valid_pixels_falls_back_to_the_clip_scale():
+    E, K, D, V = _scene()
+    V = V.clone()
+    V[0, 0] = False
+    a = make_targets(E, K, D, V)
+    c = make_targets(E, K, D, V, normaliser="clip")
+    assert torch.isfinite(a.depth).all() and a.scale[0] == c.scale[0]
 
 
 def test_confidence_loss_is_minimal_at_truth_and_penalises_errors():

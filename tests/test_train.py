@@ -47,3 +47,38 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
     assert sums["world_size"] == 2
     assert sums["checksums"][0] == sums["checksums"][1]
     assert "on 2 x cpu" in proc.stdout
+
+
+def test_reuse_serves_each_rendering_twice_the_second_time_backwards():
+    import torch
+
+    from recon.train import TrainConfig, make_sampler
+
+    cfg = TrainConfig(height=28, width=28, reuse=2)
+    sample = make_sampler(cfg, torch.device("cpu"), rank=0, world=1)
+    a, b, c = sample(0, 1, 3), sample(1, 1, 3), sample(2, 1, 3)
+    for key in ("images", "depth", "extrinsic"):
+        assert torch.equal(b[key], a[key].flip(1))
+    assert not torch.equal(c["images"], a["images"])  # a new rendering, new seeds
+    once = make_sampler(TrainConfig(height=28, width=28), torch.device("cpu"), rank=0, world=1)
+    assert torch.equal(once(0, 1, 3)["images"], a["images"])
+    assert not torch.equal(once(1, 1, 3)["images"], b["images"])
+
+
+def test_heads_configured_for_training_run_all_frames_in_one_pass_with_the_same_result():
+    import torch
+
+    from recon.config import get_preset
+    from recon.model import build_model
+    from recon.train import configure_heads_for_training
+
+    torch.manual_seed(0)
+    model = build_model(get_preset("tiny")).eval()
+    images = torch.rand(1, 10, 3, 56, 56)
+    with torch.no_grad():
+        chunked = model(images, causal=True)
+        configure_heads_for_training(model, bf16=False)
+        whole = model(images, causal=True)
+    assert model.depth_head.frames_chunk_size == 0 and model.point_head.frames_chunk_size == 0
+    for key in ("depth", "depth_conf", "world_points"):
+        torch.testing.assert_close(whole[key], chunked[key], rtol=1e-4, atol=1e-5)

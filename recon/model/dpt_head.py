@@ -77,6 +77,9 @@ class DPTHead(nn.Module):
         # Set by recon.device.prepare_model(precision="bf16"): compute under the caller's bf16
         # autocast (outputs are activated in fp32); otherwise the head runs in fp32.
         self.bf16 = False
+        # Frames per convolution pass when the caller does not say: bounds activation memory
+        # at inference; 0 runs all frames in one pass (training, where launches dominate).
+        self.frames_chunk_size = 8
         self.down_ratio = down_ratio
         self.intermediate_layer_idx = list(intermediate_layer_idx)
         oc = list(out_channels)
@@ -112,9 +115,11 @@ class DPTHead(nn.Module):
         levels: list[Tensor | None],
         images: Tensor,
         patch_start_idx: int,
-        frames_chunk_size: int | None = 8,
+        frames_chunk_size: int | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         B, S, _, H, W = images.shape
+        if frames_chunk_size is None:
+            frames_chunk_size = self.frames_chunk_size
         chunk = S if not frames_chunk_size else frames_chunk_size
         with fp32_region(images.device.type, enabled=not self.bf16):
             if not self.bf16:

@@ -68,6 +68,7 @@ class HorizonTransformer(nn.Module):
         self.depth_head = DPTHead(dim, patch_size=c.patch_size, output_dim=2, activation="exp", conf_activation="expp1",
                                   features=c.dpt_features, out_channels=c.dpt_out_channels,
                                   intermediate_layer_idx=c.dpt_levels)  # fmt: skip
+        self.depth_head.frames_chunk_size = 1  # HorizonStream's inference setting
         self.metric_head = None
         if c.metric_readout:
             layers: list[nn.Module] = []
@@ -127,7 +128,7 @@ class HorizonTransformer(nn.Module):
         needed = set(self.config.dpt_levels) | {self.config.depth - 1}
         agg = self.aggregator(images, state, keep_levels=needed, time_start=time_start, joint=joint_window)
         layout = agg.layout
-        depth, depth_conf = self.depth_head(agg.levels, images, agg.patch_start_idx, frames_chunk_size=1)
+        depth, depth_conf = self.depth_head(agg.levels, images, agg.patch_start_idx)
         with fp32_region(images.device.type):
             window_list = self._window_poses(upcast(agg.pose), layout)  # raw, per iteration
             readout = upcast(agg.levels[-1][:, :, self.aggregator.patch_start_idx - 1])
