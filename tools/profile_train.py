@@ -29,7 +29,9 @@ def build(variant: str, dev: torch.device):
     torch.manual_seed(0)
     model = build_model(get_preset("tiny")).to(dev).train()
     if variant != "baseline":
-        configure_heads_for_training(model, bf16=True, channels_last=variant == "heads+cl")
+        configure_heads_for_training(model, bf16=True)
+        if variant == "heads+cl":
+            model.to(memory_format=torch.channels_last)
     if variant == "no-point-head":
         model.world_points_from = "depth"
     if variant == "compiled":
