@@ -78,7 +78,7 @@ class DPTHead(nn.Module):
         # autocast (outputs are activated in fp32); otherwise the head runs in fp32.
         self.bf16 = False
         # Frames per convolution pass when the caller does not say: bounds activation memory
-        # at inference; 0 runs all frames in one pass (training, where launches dominate).
+        # at inference; 0 runs all frames in one pass (recon.train.configure_heads_for_training).
         self.frames_chunk_size = 8
         self.down_ratio = down_ratio
         self.intermediate_layer_idx = list(intermediate_layer_idx)
