@@ -336,6 +336,8 @@ def make_sampler(cfg: TrainConfig, device: torch.device, rank: int, world: int):
             return reversed_in_time(last["batch"]) if repeat else last["batch"]
 
         return sample
+    if cfg.reuse != 1:
+        raise SystemExit("--reuse applies to synthetic data only (--data synthetic)")
     from recon.datasets.clips import ClipSampler
 
     return ClipSampler(cfg.data, cfg.height, cfg.width, device=device, seed=cfg.seed * 1000 + rank)

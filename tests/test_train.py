@@ -63,6 +63,8 @@ def test_reuse_serves_each_rendering_twice_the_second_time_backwards():
     once = make_sampler(TrainConfig(height=28, width=28), torch.device("cpu"), rank=0, world=1)
     assert torch.equal(once(0, 1, 3)["images"], a["images"])
     assert not torch.equal(once(1, 1, 3)["images"], b["images"])
+    with pytest.raises(SystemExit, match="synthetic data only"):
+        make_sampler(TrainConfig(data="some/folder", reuse=2), torch.device("cpu"), rank=0, world=1)
 
 
 def test_heads_configured_for_training_run_all_frames_in_one_pass_with_the_same_result():
