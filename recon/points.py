@@ -62,6 +62,19 @@ def voxel_merge(
 
 
 _COARSEN_STEP = 1.5  # smallest voxel growth when a merge must coarsen
+_KEY_BITS = 21  # bits per axis of a packed voxel key around a fixed origin
+
+
+def packed_voxel_keys(points: np.ndarray, voxel: float) -> np.ndarray | None:
+    """int64 [N] keys of the voxels holding points [N, 3], the same for a voxel whatever else is
+    in the batch (unlike `voxel_merge`'s keys, which are relative to the batch); None when a
+    point lies more than 2^20 voxels from the origin along an axis."""
+    half = 1 << (_KEY_BITS - 1)
+    cells = np.floor(points / voxel)
+    if len(cells) and not (cells.min() >= -half and cells.max() < half):
+        return None
+    cells = cells.astype(np.int64) + half
+    return (cells[:, 0] << (2 * _KEY_BITS)) | (cells[:, 1] << _KEY_BITS) | cells[:, 2]
 
 
 class VoxelCloud:
@@ -74,6 +87,10 @@ class VoxelCloud:
     queue and the cloud together exceed the budget they are merged, and if the merge still holds
     more than the budget the voxel grows until it holds at most half of it (so merges that
     coarsen stay rare however long the stream is). Points keep `dtype` (float64 for exports).
+
+    The cloud is kept sorted by packed voxel key, so a merge costs O(queue log cloud) plus a
+    copy for new voxels, not a re-sort of the whole cloud: a cloud that has filled up to near
+    its budget without coarsening merges at almost every frame.
     """
 
     def __init__(self, voxel: float, budget: int, dtype: type = np.float32) -> None:
@@ -87,6 +104,7 @@ class VoxelCloud:
         self._points = np.zeros((0, 3), dtype)
         self._colors = np.zeros((0, 3), np.float32)
         self._weights = np.zeros(0, np.float64)
+        self._keys: np.ndarray | None = np.zeros(0, np.int64)  # None: not packable, merge in full
         self._queue: list[tuple[np.ndarray, np.ndarray]] = []
         self._queued = 0
 
@@ -116,19 +134,47 @@ class VoxelCloud:
         if not self._queue:
             return
         new_points, new_colors = (np.concatenate(parts) for parts in zip(*self._queue))
-        merged = voxel_merge(
-            np.concatenate([self._points, new_points]),
-            np.concatenate([self._colors, new_colors]),
-            np.concatenate([self._weights, np.ones(len(new_points))]),
-            self.voxel,
-        )
-        if len(merged[0]) > self.budget:
+        self._queue, self._queued = [], 0
+        new = voxel_merge(new_points, new_colors, np.ones(len(new_points)), self.voxel)
+        keys = packed_voxel_keys(new[0], self.voxel) if self._keys is not None else None
+        if keys is None:
+            self._set(*voxel_merge(np.concatenate([self._points, new[0]]), np.concatenate([self._colors, new[1]]),
+                                   np.concatenate([self._weights, new[2]]), self.voxel))  # fmt: skip
+        else:
+            self._insert(keys, *new)
+        if len(self._points) > self.budget:
+            merged = (self._points, self._colors, self._weights)
             target = self.budget // 2
             while len(merged[0]) > target:
                 # Occupied voxels of a surface scale with voxel^-2: one step usually lands under
                 # the target, instead of several fixed steps each costing a full merge.
                 self.voxel *= max(_COARSEN_STEP, 1.05 * np.sqrt(len(merged[0]) / target))
                 merged = voxel_merge(*merged, self.voxel)
-        self._points, self._colors, self._weights = merged
-        self._queue, self._queued = [], 0
+            self._set(*merged)
 
+    def _insert(self, keys: np.ndarray, points: np.ndarray, colors: np.ndarray, weights: np.ndarray) -> None:
+        """Fold voxel centroids with distinct `keys` into the sorted cloud: weighted means where
+        the voxel is held already, sorted insertion where it is new."""
+        at = np.searchsorted(self._keys, keys)
+        held = at < len(self._keys)
+        held[held] = self._keys[at[held]] == keys[held]
+        i, w_old, w_new = at[held], self._weights[at[held]], weights[held]
+        total = w_old + w_new
+        self._points[i] = (self._points[i] * w_old[:, None] + points[held] * w_new[:, None]) / total[:, None]
+        self._colors[i] = (self._colors[i] * w_old[:, None] + colors[held] * w_new[:, None]) / total[:, None]
+        self._weights[i] = total
+        fresh = ~held
+        if fresh.any():
+            order = np.argsort(keys[fresh], kind="stable")
+            pos = at[fresh][order]
+            self._keys = np.insert(self._keys, pos, keys[fresh][order])
+            self._points = np.insert(self._points, pos, points[fresh][order], axis=0)
+            self._colors = np.insert(self._colors, pos, colors[fresh][order], axis=0)
+            self._weights = np.insert(self._weights, pos, weights[fresh][order])
+
+    def _set(self, points: np.ndarray, colors: np.ndarray, weights: np.ndarray) -> None:
+        """Replace the cloud with distinct-voxel centroids (in any order) and re-key it."""
+        keys = packed_voxel_keys(points, self.voxel)
+        order = np.argsort(keys) if keys is not None else slice(None)
+        self._keys = keys[order] if keys is not None else None
+        self._points, self._colors, self._weights = points[order], colors[order], weights[order]

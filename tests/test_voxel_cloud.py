@@ -64,3 +64,17 @@ def test_rejects_bad_arguments() -> None:
         VoxelCloud(1.0, 1)
     with pytest.raises(ValueError, match=r"\[N, 3\]"):
         VoxelCloud(1.0, 10).add(np.zeros((4, 2)), np.zeros((4, 2)))
+
+
+def test_points_beyond_the_packed_key_range_merge_like_the_others() -> None:
+    rng = np.random.default_rng(3)
+    chunks = [(rng.normal(size=(500, 3)), rng.random((500, 3))) for _ in range(4)]
+    chunks[1][0][0] = (1e9, 0.0, 0.0)  # 1e9 voxels from the origin: no packed key
+    cloud = VoxelCloud(voxel=0.25, budget=10**6, dtype=np.float64)
+    for points, colors in chunks:
+        cloud.add(points, colors)
+        cloud.points()
+    all_points, all_colors = (np.concatenate(x) for x in zip(*chunks))
+    expected, _, _ = voxel_merge(all_points, all_colors, np.ones(len(all_points)), 0.25)
+    got, _ = cloud.points()
+    np.testing.assert_allclose(got[np.lexsort(got.T)], expected[np.lexsort(expected.T)], atol=1e-9)

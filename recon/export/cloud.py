@@ -13,6 +13,7 @@ from recon.atomic import atomic_path
 from recon.points import confidence_mask, inside_original
 from recon.session import FramePrediction
 
+
 def frame_points(
     pred: FramePrediction, source: str, threshold: float | None, percentile: float | None
 ) -> tuple[np.ndarray, np.ndarray]:
