@@ -77,8 +77,8 @@ class DPTHead(nn.Module):
         # Set by recon.device.prepare_model(precision="bf16"): compute under the caller's bf16
         # autocast (outputs are activated in fp32); otherwise the head runs in fp32.
         self.bf16 = False
-        # Frames per convolution pass when the caller does not say: bounds activation memory
-        # at inference; 0 runs all frames in one pass (recon.train.configure_heads_for_training).
+        # Frames per convolution pass: bounds activation memory at inference; 0 runs all
+        # frames in one pass (recon.train.configure_heads_for_training).
         self.frames_chunk_size = 8
         self.down_ratio = down_ratio
         self.intermediate_layer_idx = list(intermediate_layer_idx)
@@ -115,12 +115,9 @@ class DPTHead(nn.Module):
         levels: list[Tensor | None],
         images: Tensor,
         patch_start_idx: int,
-        frames_chunk_size: int | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         B, S, _, H, W = images.shape
-        if frames_chunk_size is None:
-            frames_chunk_size = self.frames_chunk_size
-        chunk = S if not frames_chunk_size else frames_chunk_size
+        chunk = self.frames_chunk_size or S
         with fp32_region(images.device.type, enabled=not self.bf16):
             if not self.bf16:
                 levels = [upcast(lv) for lv in levels]
