@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from recon.align import extri_intri_to_pose_encoding, unproject_depth
@@ -63,14 +62,31 @@ def make_targets(extrinsic: Tensor, intrinsic: Tensor, depth: Tensor, valid: Ten
     return Targets(extri_intri_to_pose_encoding(rel, intrinsic, (H, W)), depth_n, points_n, valid, scale)
 
 
+# VGGT's camera loss weights (translation, rotation, field of view) of the pose encoding
+# [T (3) | quaternion (4) | FoV (2)].
+POSE_TERM_WEIGHTS = (1.0, 1.0, 0.5)
+
+
+def pose_encoding_error(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-frame L1 error of pose encodings [..., 9] -> [...]: the mean absolute error of the
+    translation (each component clamped at 100), of the quaternion and of the field of view,
+    weighted by POSE_TERM_WEIGHTS. L1 rather than Huber: a Huber loss is quadratic for the small
+    errors that remain once training is under way (a 1 degree rotation is ~0.009 in a quaternion
+    component), so its gradient fades with the error and the rotation stops improving; L1 keeps
+    a constant pull (VGGT's training code makes the same choice)."""
+    err = (pred.float() - target).abs()
+    wt, wr, wf = POSE_TERM_WEIGHTS
+    return wt * err[..., :3].clamp(max=100).mean(-1) + wr * err[..., 3:7].mean(-1) + wf * err[..., 7:].mean(-1)
+
+
 def camera_loss(pose_enc_list: list[Tensor], target: Tensor, gamma: float = 0.6) -> Tensor:
-    """Huber loss on the pose encoding, summed over refinement iterations with later
+    """`pose_encoding_error` averaged over frames and over the refinement iterations, later
     iterations weighted more (gamma^(n-1-i))."""
     n = len(pose_enc_list)
     total = target.new_zeros(())
     for i, pred in enumerate(pose_enc_list):
-        total = total + gamma ** (n - 1 - i) * F.huber_loss(pred.float(), target, delta=1.0)
-    return total
+        total = total + gamma ** (n - 1 - i) * pose_encoding_error(pred, target).mean()
+    return total / n
 
 
 def _gradients(x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -82,17 +98,25 @@ def _gradients(x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor
     return gx, vx, gy, vy
 
 
-def confidence_loss(pred: Tensor, conf: Tensor, target: Tensor, valid: Tensor, alpha: float = 0.2) -> Tensor:
-    """Aleatoric regression loss: conf * |err| + conf * |grad err| - alpha * log(conf),
-    averaged over valid pixels. pred/target [B, S, H, W, C], conf/valid [B, S, H, W]."""
+def confidence_loss(pred: Tensor, conf: Tensor, target: Tensor, valid: Tensor, alpha: float = 0.2,
+                    grad_scales: int = 3) -> Tensor:  # fmt: skip
+    """Aleatoric regression loss: conf * |err| - alpha * log(conf) averaged over valid pixels,
+    plus conf * |grad err| averaged over `grad_scales` scales (every pixel, every 2nd, every
+    4th, ...: VGGT's multi-scale gradient term, which also sees slopes and steps wider than a
+    pixel). pred/target [B, S, H, W, C], conf/valid [B, S, H, W]."""
     pred, conf = pred.float(), conf.float()
     err = (pred - target).norm(dim=-1)
     n = valid.sum().clamp(min=1)
     loss = ((conf * err - alpha * torch.log(conf)) * valid).sum() / n
-    gx, vx, gy, vy = _gradients(pred - target, valid)
-    grad = (conf[..., :, 1:] * gx.norm(dim=-1) * vx).sum() / vx.sum().clamp(min=1)
-    grad = grad + (conf[..., 1:, :] * gy.norm(dim=-1) * vy).sum() / vy.sum().clamp(min=1)
-    return loss + grad
+    diff = pred - target
+    grad = loss.new_zeros(())
+    for k in range(grad_scales):
+        step = 2**k
+        d, c, v = diff[..., ::step, ::step, :], conf[..., ::step, ::step], valid[..., ::step, ::step]
+        gx, vx, gy, vy = _gradients(d, v)
+        grad = grad + (c[..., :, 1:] * gx.norm(dim=-1) * vx).sum() / vx.sum().clamp(min=1)
+        grad = grad + (c[..., 1:, :] * gy.norm(dim=-1) * vy).sum() / vy.sum().clamp(min=1)
+    return loss + grad / max(1, grad_scales)
 
 
 def total_loss(out: dict, targets: Targets, weights: dict[str, float] | None = None) -> dict[str, Tensor]:

@@ -13,8 +13,8 @@ divided by the frame's normalisation scale n_t, and s_t with n_t:
 
   window poses  row t, slot j (frame f = t - L_t + 1 + j, current frame last): the pose of
                 camera f relative to camera t, E_f E_t^-1 ("camera-from-current"), with
-                camera f's field of view; translation / n_t. Huber over the 9-d encoding
-                of every active slot, summed over iterations weighted gamma^(n-1-i).
+                camera f's field of view; translation / n_t. `pose_encoding_error` (L1) of
+                every active slot, averaged over iterations weighted gamma^(n-1-i).
   depth         aleatoric confidence loss (`confidence_loss`) of depth_t / s_t (the raw
                 depth) against depth_t / n_t.
   scale         |log s_t - log n_t| over frames with valid depth.
@@ -32,12 +32,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from recon.align import extri_intri_to_pose_encoding, unproject_depth
 
-from .losses import confidence_loss, make_targets
+from .losses import confidence_loss, make_targets, pose_encoding_error
 
 NORMALISERS = ("frame", "clip")
 
@@ -105,15 +104,15 @@ def horizon_targets(
 
 
 def window_camera_loss(enc_list: list[Tensor], target: Tensor, window_valid: Tensor, gamma: float = 0.6) -> Tensor:
-    """Huber loss on the window pose encodings [B, S, Wmax, 9] of the active slots, summed
-    over refinement iterations with later iterations weighted more (as `camera_loss`)."""
+    """`pose_encoding_error` of the window pose encodings [B, S, Wmax, 9] over the active slots,
+    averaged over refinement iterations with later iterations weighted more (as `camera_loss`)."""
     n = len(enc_list)
     mask = window_valid.to(target.dtype).expand(target.shape[:-1])
     total = target.new_zeros(())
     for i, pred in enumerate(enc_list):
-        err = F.huber_loss(pred.float(), target, delta=1.0, reduction="none").mean(dim=-1)
+        err = pose_encoding_error(pred, target)
         total = total + gamma ** (n - 1 - i) * (err * mask).sum() / mask.sum().clamp(min=1)
-    return total
+    return total / n
 
 
 def horizon_loss(out: dict, targets: HorizonTargets, weights: dict[str, float] | None = None) -> dict[str, Tensor]:

@@ -10,7 +10,9 @@ clips cut from any dataset reader with depth and poses (datasets/readers). Clips
 trained block-causally (each frame sees itself and earlier frames), the clip length grows
 from --min-frames to --max-frames over --curriculum-steps. bf16 autocast on CUDA
 (the DPT heads too, all frames in one pass), optional activation checkpointing, CSV log,
-resumable from <out>/last.pt. --reuse 2 trains on each synthetic rendering twice (the second
+resumable from <out>/last.pt: a resumed run goes on with the same learning-rate and clip-length
+schedule (with --time-limit, by the training time already spent), so --chunk 500 trains a
+long schedule in processes of ~500 s each (e.g. on machines lent by the hour). --reuse 2 trains on each synthetic rendering twice (the second
 time played backwards). Short clips show more scenes per frame rendered: in this project's
 runs (docs/MODEL_CARD.md), 8-12-frame clips improved held-out depth where a longer run on
 48-frame clips did not.
@@ -73,7 +75,8 @@ class TrainConfig:
     reuse: int = 1  # synthetic data: train on each rendered batch this many steps (1 or 2; the 2nd time reversed in time)
     log_every: int = 20
     save_every: int = 500
-    time_limit: float = 0.0  # seconds; save and stop cleanly; schedules then follow elapsed time
+    time_limit: float = 0.0  # seconds of training in all; save and stop cleanly; schedules then follow elapsed time
+    chunk: float = 0.0  # seconds: this process saves and stops after this long; resuming continues the schedule
     seed: int = 0
     device: str = "auto"
 
@@ -161,12 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda",
     )  # fmt: skip
-    start_step = 0
+    start_step, spent = 0, 0.0
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
-        start_step = int(ckpt["step"])
+        start_step, spent = int(ckpt["step"]), float(ckpt.get("elapsed", 0.0))
         if master:
-            print(f"resumed from {resume} at step {start_step}")
+            print(f"resumed from {resume} at step {start_step} ({spent:.0f} s of training)")
     # Frozen parameters get no gradient and are not DDP's concern; all others are used.
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     if master:
@@ -183,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     header = master and not (log_path.exists() and log_path.stat().st_size)  # columns follow the loss terms
     log_file = open(log_path, "a", newline="") if master else None
     writer = csv.writer(log_file) if master else None
-    t_start = time.time()
+    t_process = time.time()
+    t_start = t_process - spent  # the schedule's clock: training time, across resumed processes
     t_last, frames_since = time.time(), 0
     step = start_step
     model.train()
@@ -222,13 +226,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"step {step:6d}  S={S:2d}  loss {vals['total']:.4f}  "
                   + "  ".join(f"{k} {vals[k]:.4f}" for k in terms) + f"  {rate:.0f} frames/s", flush=True)
             t_last, frames_since = now, 0
-        out_of_time = bool(cfg.time_limit) and time.time() - t_start > cfg.time_limit
+        now = time.time()
+        out_of_time = bool(cfg.time_limit) and now - t_start > cfg.time_limit
+        out_of_time = out_of_time or (bool(cfg.chunk) and now - t_process > cfg.chunk)
         if distributed:  # every rank must agree to stop at the same step
             flag = torch.tensor(float(bool(out_of_time)), device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             out_of_time = bool(flag.item())
         if master and (step % cfg.save_every == 0 or step == cfg.steps or out_of_time):
-            save_training_state(model, optimizer, step, cfg, out)
+            save_training_state(model, optimizer, step, cfg, out, time.time() - t_start)
         if out_of_time:
             if master:
                 print(f"time limit reached at step {step}; state saved to {out}")
@@ -300,11 +306,12 @@ def reversed_in_time(batch: dict) -> dict:
     return {k: v.flip(1) for k, v in batch.items()}
 
 
-def save_training_state(model, optimizer, step: int, cfg: TrainConfig, out: Path) -> None:
-    """`last.pt` (weights + optimiser, for resuming) and `model.safetensors` (weights only)."""
+def save_training_state(model, optimizer, step: int, cfg: TrainConfig, out: Path, elapsed: float) -> None:
+    """`last.pt` (weights + optimiser + the training time spent, for resuming) and
+    `model.safetensors` (weights only)."""
     with atomic_path(out / "last.pt") as tmp:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "config": dataclasses.asdict(cfg)}, tmp)  # fmt: skip
+                    "elapsed": elapsed, "config": dataclasses.asdict(cfg)}, tmp)  # fmt: skip
     save_checkpoint(model, out / "model.safetensors", extra={"step": step, "train": dataclasses.asdict(cfg)})
 
 

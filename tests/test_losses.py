@@ -5,7 +5,7 @@ import math
 import torch
 
 from recon.align import pose_encoding_to_extri_intri, quat_to_mat
-from recon.losses import camera_loss, confidence_loss, make_targets
+from recon.losses import camera_loss, confidence_loss, make_targets, pose_encoding_error
 
 
 def _scene(B=2, S=3, H=12, W=16, seed=0):
@@ -84,3 +84,43 @@ def test_camera_loss_weights_later_iterations_more():
     late_bad = [torch.zeros(1, 2, 9), torch.ones(1, 2, 9)]
     assert camera_loss(early_bad, target) < camera_loss(late_bad, target)
     assert camera_loss([target, target], target) == 0
+
+
+def test_gradient_term_covers_several_scales():
+    # An error growing linearly along W (slope a) differs by a, 2a and 4a between neighbours
+    # at strides 1, 2 and 4: the gradient term is their mean; it is 0 along H.
+    a = 0.01
+    target = torch.ones(1, 1, 16, 32, 1)
+    ramp = a * torch.arange(32.0).view(1, 1, 1, 32, 1)
+    valid = torch.ones(1, 1, 16, 32, dtype=torch.bool)
+    conf = torch.ones(1, 1, 16, 32)
+    plain = ramp.abs().mean().item()  # the regression term (alpha * log 1 = 0)
+    total = confidence_loss(target + ramp, conf, target, valid).item()
+    assert math.isclose(total - plain, a * (1 + 2 + 4) / 3, rel_tol=1e-4)
+    one = confidence_loss(target + ramp, conf, target, valid, grad_scales=1).item()
+    assert math.isclose(one - plain, a, rel_tol=1e-4)
+
+
+def test_pose_encoding_error_weights_its_terms():
+    target = torch.zeros(2, 9)
+    pred = target.clone()
+    pred[0, 0] = 3.0  # translation: mean over 3 components
+    pred[1, 7:] = 2.0  # field of view: weight 0.5
+    assert torch.allclose(pose_encoding_error(pred, target), torch.tensor([1.0, 1.0]))
+    far = target.clone()
+    far[0, :3] = 1e4  # translation errors are clamped at 100 per component
+    assert pose_encoding_error(far, target)[0].item() == 100.0
+
+
+def test_camera_loss_keeps_pulling_on_small_rotation_errors():
+    # L1: the gradient on a quaternion component does not fade as its error shrinks (a
+    # Huber loss's would, ~0.009 for a 1 degree rotation).
+    target = torch.zeros(1, 1, 9)
+    grads = []
+    for e in (0.5, 0.005):
+        pred = target.clone()
+        pred[..., 3] = e
+        pred.requires_grad_(True)
+        camera_loss([pred], target).backward()
+        grads.append(pred.grad[..., 3].item())
+    assert grads[0] == grads[1] > 0

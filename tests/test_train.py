@@ -84,3 +84,24 @@ def test_heads_configured_for_training_run_all_frames_in_one_pass_with_the_same_
     assert model.depth_head.frames_chunk_size == 0 and model.point_head.frames_chunk_size == 0
     for key in ("depth", "depth_conf", "world_points"):
         torch.testing.assert_close(whole[key], chunked[key], rtol=1e-4, atol=1e-5)
+
+
+def test_chunked_run_resumes_the_schedule_where_it_stopped(tmp_path):
+    import torch
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "recon.train", *ARGS, "--out", str(out), "--steps", "1000", "--warmup", "0",
+           "--lr", "1e-3", "--min-lr", "1e-5", "--time-limit", "600"]  # fmt: skip
+    proc = subprocess.run([*cmd, "--chunk", "0.001"], check=True, capture_output=True, text=True, env=_env(), timeout=300)
+    assert "time limit reached at step 1" in proc.stdout  # the chunk ends the process, not the schedule
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert 0 < state["elapsed"] < 600
+    # Pretend the first process trained for the whole schedule: the next one is at its end.
+    state["elapsed"] = 601.0
+    torch.save(state, out / "last.pt")
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=_env(), timeout=300)
+    assert "(601 s of training)" in proc.stdout and "time limit reached at step 2" in proc.stdout
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    assert float(rows[0]["lr"]) > 9e-4 and float(rows[1]["lr"]) == 1e-5  # annealed by the time spent
+    assert float(rows[1]["time_s"]) > 601
