@@ -69,14 +69,20 @@ POSE_TERM_WEIGHTS = (1.0, 1.0, 0.5)
 
 def pose_encoding_error(pred: Tensor, target: Tensor) -> Tensor:
     """Per-frame L1 error of pose encodings [..., 9] -> [...]: the mean absolute error of the
-    translation (each component clamped at 100), of the quaternion and of the field of view,
+    translation (each component clamped at 100), of the quaternion (up to its sign) and of the
+    field of view,
     weighted by POSE_TERM_WEIGHTS. L1 rather than Huber: a Huber loss is quadratic for the small
     errors that remain once training is under way (a 1 degree rotation is ~0.009 in a quaternion
     component), so its gradient fades with the error and the rotation stops improving; L1 keeps
     a constant pull (VGGT's training code makes the same choice)."""
-    err = (pred.float() - target).abs()
+    pred = pred.float()
+    err = (pred - target).abs()
+    # q and -q are the same rotation. The targets keep w >= 0, so a camera that turns past
+    # 180 degrees from the first one (most 48-frame "fast" and "rotation" clips) flips its
+    # target's sign mid-clip; comparing with the nearer of the two keeps the target continuous.
+    rot = torch.minimum(err[..., 3:7].mean(-1), (pred[..., 3:7] + target[..., 3:7]).abs().mean(-1))
     wt, wr, wf = POSE_TERM_WEIGHTS
-    return wt * err[..., :3].clamp(max=100).mean(-1) + wr * err[..., 3:7].mean(-1) + wf * err[..., 7:].mean(-1)
+    return wt * err[..., :3].clamp(max=100).mean(-1) + wr * rot + wf * err[..., 7:].mean(-1)
 
 
 def camera_loss(pose_enc_list: list[Tensor], target: Tensor, gamma: float = 0.6) -> Tensor:

@@ -124,3 +124,21 @@ def test_camera_loss_keeps_pulling_on_small_rotation_errors():
         camera_loss([pred], target).backward()
         grads.append(pred.grad[..., 3].item())
     assert grads[0] == grads[1] > 0
+
+
+def test_pose_encoding_error_ignores_the_quaternion_sign():
+    # Rotations of 179 and 181 degrees about z are 2 degrees apart; with w >= 0 their
+    # quaternions are ~(0, 0, +-1, 0.009): far apart component-wise, close up to sign.
+    from recon.align.rotation import mat_to_quat
+
+    def about_z(deg):
+        a = math.radians(deg)
+        return torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
+
+    q179, q181 = mat_to_quat(about_z(179.0)), mat_to_quat(about_z(181.0))
+    assert (q179 - q181).abs().max() > 1.9  # the sign flipped
+    pred, target = torch.zeros(9), torch.zeros(9)
+    pred[3:7], target[3:7] = q179, q181
+    assert pose_encoding_error(pred, target).item() < 0.01
+    pred[3:7] = -q181
+    assert pose_encoding_error(pred, target).item() < 1e-6
