@@ -8,14 +8,14 @@
 Data: synthetic clips rendered on the fly on the training device (datasets/synthetic), or
 clips cut from any dataset reader with depth and poses (datasets/readers). Clips are
 trained block-causally (each frame sees itself and earlier frames), the clip length grows
-from --min-frames to --max-frames over --curriculum-steps. bf16 autocast on CUDA
+from --min-frames to --max-frames over the first --curriculum fraction of training. bf16 autocast on CUDA
 (the DPT heads too, all frames in one pass), optional activation checkpointing, CSV log,
 resumable from <out>/last.pt: a resumed run goes on with the same learning-rate and clip-length
 schedule (with --time-limit, by the training time already spent), so --chunk 500 trains a
-long schedule in processes of ~500 s each (e.g. on machines lent by the hour). --reuse 2 trains on each synthetic rendering twice (the second
-time played backwards). Short clips show more scenes per frame rendered: in this project's
-runs (docs/MODEL_CARD.md), 8-12-frame clips improved held-out depth where a longer run on
-48-frame clips did not.
+long schedule in processes of ~500 s each (e.g. on machines lent by the hour). --reuse 2
+trains on each synthetic rendering twice (the second time played backwards). Short clips
+show more scenes per frame rendered: in this project's runs (docs/MODEL_CARD.md), 8-12-frame
+clips improved held-out depth where a longer run on 48-frame clips did not.
 
 --init loads weights from a checkpoint of the same preset (strictly) or of a related one
 (tiny -> tiny-linear: the tensors of the same name and shape; the rest keep their

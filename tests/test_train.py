@@ -92,14 +92,15 @@ def test_chunked_run_resumes_the_schedule_where_it_stopped(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "recon.train", *ARGS, "--out", str(out), "--steps", "1000", "--warmup", "0",
            "--lr", "1e-3", "--min-lr", "1e-5", "--time-limit", "600"]  # fmt: skip
-    proc = subprocess.run([*cmd, "--chunk", "0.001"], check=True, capture_output=True, text=True, env=_env(), timeout=300)
+    run = dict(check=True, capture_output=True, text=True, env=_env(), timeout=300)
+    proc = subprocess.run([*cmd, "--chunk", "0.001"], **run)
     assert "time limit reached at step 1" in proc.stdout  # the chunk ends the process, not the schedule
     state = torch.load(out / "last.pt", weights_only=True)
     assert 0 < state["elapsed"] < 600
     # Pretend the first process trained for the whole schedule: the next one is at its end.
     state["elapsed"] = 601.0
     torch.save(state, out / "last.pt")
-    proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=_env(), timeout=300)
+    proc = subprocess.run(cmd, **run)
     assert "(601 s of training)" in proc.stdout and "time limit reached at step 2" in proc.stdout
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2]
