@@ -70,11 +70,10 @@ POSE_TERM_WEIGHTS = (1.0, 1.0, 0.5)
 def pose_encoding_error(pred: Tensor, target: Tensor) -> Tensor:
     """Per-frame L1 error of pose encodings [..., 9] -> [...]: the mean absolute error of the
     translation (each component clamped at 100), of the quaternion (up to its sign) and of the
-    field of view,
-    weighted by POSE_TERM_WEIGHTS. L1 rather than Huber: a Huber loss is quadratic for the small
-    errors that remain once training is under way (a 1 degree rotation is ~0.009 in a quaternion
-    component), so its gradient fades with the error and the rotation stops improving; L1 keeps
-    a constant pull (VGGT's training code makes the same choice)."""
+    field of view, weighted by POSE_TERM_WEIGHTS. L1 rather than Huber: a Huber loss is
+    quadratic for the small errors that remain once training is under way (a 1 degree rotation
+    is ~0.009 in a quaternion component), so its gradient fades with the error; L1 keeps a
+    constant pull (VGGT's training code makes the same choice)."""
     pred = pred.float()
     err = (pred - target).abs()
     # q and -q are the same rotation. The targets keep w >= 0, so a camera that turns past
