@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     writer = csv.writer(log_file) if master else None
     t_process = time.time()
     t_start = t_process - spent  # the schedule's clock: training time, across resumed processes
-    t_last, frames_since = time.time(), 0
+    t_last, frames_since = t_process, 0
     step = start_step
     model.train()
     while step < cfg.steps:

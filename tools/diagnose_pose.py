@@ -20,32 +20,30 @@ import argparse
 import numpy as np
 import torch
 
+from recon.eval.trajectory import rotation_angle_deg
+
 ANGLE_BINS = (0.0, 30.0, 60.0, 90.0, 180.01)
 
 
-def rotation_angle_deg(R: torch.Tensor) -> torch.Tensor:
-    """[..., 3, 3] rotation -> [...] its angle in degrees."""
-    cos = ((R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
-    return torch.rad2deg(torch.arccos(cos))
-
-
-def rotation_errors(R_pred: torch.Tensor, R_gt: torch.Tensor, bins: tuple[float, ...] = ANGLE_BINS) -> dict:
+def rotation_errors(R_pred: np.ndarray, R_gt: np.ndarray, bins: tuple[float, ...] = ANGLE_BINS) -> dict:
     """R_pred, R_gt [S, 3, 3] camera-from-world rotations. Both are re-expressed relative to
     their first camera. Returns step_gt, step_pred, step_err (degrees, over consecutive frames)
     and by_turn: one mean error per bin of the ground-truth angle to the first camera (NaN for
     an empty bin)."""
-    R_pred, R_gt = R_pred @ R_pred[:1].mT, R_gt @ R_gt[:1].mT
-    step_gt, step_pred = R_gt[1:] @ R_gt[:-1].mT, R_pred[1:] @ R_pred[:-1].mT
+    R_pred, R_gt = np.asarray(R_pred, np.float64), np.asarray(R_gt, np.float64)
+    R_pred, R_gt = R_pred @ R_pred[:1].swapaxes(-1, -2), R_gt @ R_gt[:1].swapaxes(-1, -2)
+    step_gt = R_gt[1:] @ R_gt[:-1].swapaxes(-1, -2)
+    step_pred = R_pred[1:] @ R_pred[:-1].swapaxes(-1, -2)
     turn = rotation_angle_deg(R_gt)
-    err = rotation_angle_deg(R_pred @ R_gt.mT)
+    err = rotation_angle_deg(R_pred @ R_gt.swapaxes(-1, -2))
     by_turn = []
     for lo, hi in zip(bins[:-1], bins[1:]):
         inside = (turn >= lo) & (turn < hi)
-        by_turn.append(err[inside].mean().item() if inside.any() else float("nan"))
+        by_turn.append(float(err[inside].mean()) if inside.any() else float("nan"))
     return {
-        "step_gt": rotation_angle_deg(step_gt).mean().item(),
-        "step_pred": rotation_angle_deg(step_pred).mean().item(),
-        "step_err": rotation_angle_deg(step_pred @ step_gt.mT).median().item(),
+        "step_gt": float(rotation_angle_deg(step_gt).mean()),
+        "step_pred": float(rotation_angle_deg(step_pred).mean()),
+        "step_err": float(np.median(rotation_angle_deg(step_pred @ step_gt.swapaxes(-1, -2)))),
         "by_turn": by_turn,
     }
 
@@ -67,7 +65,7 @@ def main() -> int:
         batch = render_batch([seed], 48, 224, 224, families=[family], trajectories=[trajectory])
         with torch.no_grad():
             extrinsic = model(batch["images"], causal=True)["extrinsic"][0]
-        r = rotation_errors(extrinsic[:, :3, :3].float(), batch["extrinsic"][0, :, :3, :3].float())
+        r = rotation_errors(extrinsic[:, :3, :3].numpy(), batch["extrinsic"][0, :, :3, :3].numpy())
         rows.append(r)
         name = f"{family}-{trajectory}-{seed}"
         print(f"{name:28s} {r['step_gt']:7.2f} {r['step_pred']:6.2f} {r['step_err']:6.2f}" + " " * 28
