@@ -51,6 +51,11 @@ class LayerKV(Protocol):
 
 
 class Attention(nn.Module):
+    # Training probes (recon.losses_match): when keep_qk is set, forward keeps this call's
+    # queries and keys [B, H, T, D] in kept_qk for a loss on the attention itself.
+    keep_qk = False
+    kept_qk: tuple[Tensor, Tensor] | None = None
+
     def __init__(
         self,
         dim: int,
@@ -120,6 +125,8 @@ class Attention(nn.Module):
         [T, T] over the new tokens (True = attend) or None; kv: this layer's cache slot."""
         B, T, C = x.shape
         q, k, v = self.project(x, rope=rope)
+        if self.keep_qk:
+            self.kept_qk = (q, k)
         if kv is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         else:  # the cache's key length changes per step: not part of a captured CUDA graph

@@ -21,7 +21,8 @@ clips improved held-out depth where a longer run on 48-frame clips did not.
 (tiny -> tiny-linear: the tensors of the same name and shape; the rest keep their
 initialisation). --freeze takes parameter-name prefixes, matched at any dotted component
 ("frame_blocks" freezes aggregator.frame_blocks.*): those parameters are not trained.
-The loss follows the architecture (`recon.losses.training_loss`).
+The loss follows the architecture (`recon.losses.training_loss`); for the vggt architecture,
+--match-weight adds the correspondence supervision of temporal attention (`recon.losses_match`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .checkpoint import load_matching_weights, save_checkpoint, shipped_weights
 from .config import get_preset
 from .device import resolve_device
 from .losses import training_loss
+from .losses_match import MatchProbes
 from .model import build_model
 
 # Synthetic seeds below this are reserved for evaluation (the frozen benchmark).
@@ -72,6 +74,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     bf16: bool = True  # CUDA only
     grad_checkpointing: bool = False
+    match_weight: float = 0.1  # correspondence supervision of temporal attention (recon.losses_match); 0: off
+    match_layers: str = "1,2,3"  # temporal layers whose head --match-head is supervised
+    match_head: int = 0
     reuse: int = 1  # synthetic data: train on each rendered batch this many steps (1 or 2; the 2nd time reversed in time)
     log_every: int = 20
     save_every: int = 500
@@ -151,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     elif cfg.init:
         initialised = init_weights(model, cfg.init, master)
     frozen = freeze(model, cfg.freeze)
+    probes = None
+    if cfg.match_weight > 0 and model.config.architecture == "vggt":
+        probes = MatchProbes(model, [int(i) for i in cfg.match_layers.split(",") if i.strip()], cfg.match_head)
+    elif cfg.match_weight > 0 and master:
+        print(f"note: the correspondence loss supervises vggt temporal attention; not used for {cfg.preset}")
     if master and frozen:
         n = sum(p.numel() for name, p in model.named_parameters() if name in frozen)
         print(f"frozen: {len(frozen)} parameters ({n / 1e6:.2f}M values) matching {cfg.freeze}")
@@ -205,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             pred = ddp_model(batch["images"], causal=True)
         losses = training_loss(pred, batch)
+        if probes is not None:
+            losses["match"] = probes.loss(batch)
+            losses["total"] = losses["total"] + cfg.match_weight * losses["match"]
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -215,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         if master and (step % cfg.log_every == 0 or step == cfg.steps):
             now = time.time()
             vals = {k: v.item() for k, v in losses.items()}
-            terms = [k for k in vals if k != "total"]  # camera, depth, points | scale
+            terms = [k for k in vals if k != "total"]  # camera, depth, points | scale; match
             rate = frames_since / max(1e-9, now - t_last)
             if header:
                 writer.writerow(["step", "time_s", "lr", "frames", "loss", *terms, "frames_per_s"])
