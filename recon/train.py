@@ -22,7 +22,8 @@ clips improved held-out depth where a longer run on 48-frame clips did not.
 initialisation). --freeze takes parameter-name prefixes, matched at any dotted component
 ("frame_blocks" freezes aggregator.frame_blocks.*): those parameters are not trained.
 The loss follows the architecture (`recon.losses.training_loss`); for the vggt architecture,
---match-weight adds the correspondence supervision of temporal attention (`recon.losses_match`).
+--match-weight (off by default; 0.1 in session 7's trial, docs/MODEL_CARD.md) adds the
+correspondence supervision of temporal attention (`recon.losses_match`).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     bf16: bool = True  # CUDA only
     grad_checkpointing: bool = False
-    match_weight: float = 0.1  # correspondence supervision of temporal attention (recon.losses_match); 0: off
+    match_weight: float = 0.0  # correspondence supervision of temporal attention (recon.losses_match), e.g. 0.1
     match_layers: str = "1,2,3"  # temporal layers whose head --match-head is supervised
     match_head: int = 0
     reuse: int = 1  # synthetic data: train on each rendered batch this many steps (1 or 2; the 2nd time reversed in time)

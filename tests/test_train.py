@@ -29,6 +29,19 @@ def test_train_logs_checkpoints_and_resumes(tmp_path):
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     assert all(float(r["loss"]) > 0 for r in rows)
+    assert "match" not in rows[0]  # the correspondence loss is off by default
+
+
+def test_correspondence_loss_is_logged_and_added_to_the_total(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "recon.train", *ARGS, "--out", str(out), "--steps", "2", "--match-weight", "0.5"]
+    subprocess.run(cmd, check=True, capture_output=True, env=_env(), timeout=300)
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    for r in rows:
+        match = float(r["match"])
+        assert match > 0
+        terms = 5.0 * float(r["camera"]) + float(r["depth"]) + float(r["points"]) + 0.5 * match
+        assert abs(float(r["loss"]) - terms) < 1e-3
 
     from recon.checkpoint import load_model
 
