@@ -159,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     frozen = freeze(model, cfg.freeze)
     probes = None
     if cfg.match_weight > 0 and model.config.architecture == "vggt":
-        probes = MatchProbes(model, [int(i) for i in cfg.match_layers.split(",") if i.strip()], cfg.match_head)
+        try:
+            probes = MatchProbes(model, [int(i) for i in cfg.match_layers.split(",") if i.strip()], cfg.match_head)
+        except ValueError as e:
+            raise SystemExit(f"--match-layers {cfg.match_layers!r} / --match-head {cfg.match_head}: {e}") from None
     elif cfg.match_weight > 0 and master:
         print(f"note: the correspondence loss supervises vggt temporal attention; not used for {cfg.preset}")
     if master and frozen:

@@ -31,6 +31,11 @@ def test_train_logs_checkpoints_and_resumes(tmp_path):
     assert all(float(r["loss"]) > 0 for r in rows)
     assert "match" not in rows[0]  # the correspondence loss is off by default
 
+    from recon.checkpoint import load_model
+
+    model, _ = load_model(str(out / "model.safetensors"))
+    assert model.config.name == "tiny"
+
 
 def test_correspondence_loss_is_logged_and_added_to_the_total(tmp_path):
     out = tmp_path / "run"
@@ -43,10 +48,14 @@ def test_correspondence_loss_is_logged_and_added_to_the_total(tmp_path):
         terms = 5.0 * float(r["camera"]) + float(r["depth"]) + float(r["points"]) + 0.5 * match
         assert abs(float(r["loss"]) - terms) < 1e-3
 
-    from recon.checkpoint import load_model
 
-    model, _ = load_model(str(out / "model.safetensors"))
-    assert model.config.name == "tiny"
+def test_correspondence_layers_the_model_lacks_are_a_one_line_error(tmp_path):
+    cmd = [sys.executable, "-m", "recon.train", *ARGS, "--out", str(tmp_path / "run"), "--steps", "1",
+           "--match-weight", "0.1", "--match-layers", "1,9"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "--match-layers '1,9'" in proc.stderr.strip().splitlines()[-1]
 
 
 def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
