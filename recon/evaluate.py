@@ -15,7 +15,7 @@ import numpy as np
 from recon.datasets.clips import depth_to_model
 from recon.datasets.trajectory import Trajectory
 from recon.datasets.types import Frame
-from recon.eval import ape, depth_metrics, rpe, write_report
+from recon.eval import depth_metrics, sim3_scores, write_report
 
 from .session import FramePrediction
 
@@ -49,14 +49,8 @@ class SequenceEvaluator:
             times = np.asarray(self._times)
             ref = Trajectory.from_extrinsics(np.stack(self._gt_extrinsics), times)
             est = Trajectory.from_extrinsics(np.stack(self._pred_extrinsics), times)
-            a = ape(ref, est, align="sim3", match=False)
-            r = rpe(ref, est, delta=1, delta_unit="f", align="sim3", match=False)
-            length = float(np.linalg.norm(np.diff(ref.positions, axis=0), axis=1).sum())
-            out.update(
-                ate_rmse=a.stats["rmse"], ate_pct_of_path=100 * a.stats["rmse"] / length if length > 0 else float("nan"),
-                path_length=length, sim3_scale=a.alignment.s, rpe_trans_rmse=r.trans_stats["rmse"],
-                rpe_rot_rmse_deg=r.rot_stats["rmse"],
-            )  # fmt: skip
+            scores, a, r = sim3_scores(ref, est)
+            out.update(scores)
             results.update(ape=a, rpe=r)
         if self._gt_depth:
             d = depth_metrics(np.stack(self._pred_depth), np.stack(self._gt_depth), scale_mode="median")

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from recon.align.se3 import to_homogeneous
+from recon.align.se3 import unproject_depth
 
 
 def frame_pairs(num_frames: int) -> tuple[list[int], list[int]]:
@@ -43,6 +43,16 @@ def frame_pairs(num_frames: int) -> tuple[list[int], list[int]]:
     return queries, keys
 
 
+def patch_centre_intrinsic(intrinsic, patch: int):
+    """Intrinsics [..., 3, 3] (numpy or torch) of the image made of the pixel at each patch's
+    centre: its pixel (r, c) is pixel (r p + p // 2, c p + p // 2) of the frame, so
+    `unproject_depth` / `camera_points` apply to depth sampled there."""
+    K = intrinsic * 1.0  # a float copy
+    K[..., :2, :] /= patch
+    K[..., :2, 2] += 0.5 - (patch // 2 + 0.5) / patch
+    return K
+
+
 @torch.no_grad()
 def patch_correspondences(extrinsic: Tensor, intrinsic: Tensor, depth: Tensor, valid: Tensor, patch: int,
                           queries: list[int], keys: list[int], occlusion_tol: float = 0.05,
@@ -50,27 +60,20 @@ def patch_correspondences(extrinsic: Tensor, intrinsic: Tensor, depth: Tensor, v
     """Soft patch targets for the frame pairs (queries[m] -> keys[m]).
     Returns index [B, n, N, 4] long (patches of the key frame) and weight [B, n, N, 4]
     (bilinear weights summing to 1 for a counted query, all 0 otherwise)."""
-    B, S, H, W = depth.shape
+    H, W = depth.shape[-2:]
     rows, cols = H // patch, W // patch
     qi = torch.as_tensor(queries, device=depth.device)
     ki = torch.as_tensor(keys, device=depth.device)
-    # The pixel at each patch's centre (its continuous centre is + 0.5).
-    py = torch.arange(rows, device=depth.device) * patch + patch // 2
+    py = torch.arange(rows, device=depth.device) * patch + patch // 2  # the pixel at each patch's centre
     px = torch.arange(cols, device=depth.device) * patch + patch // 2
-    d = depth.float()[:, :, py][:, :, :, px].flatten(2)  # [B, S, N]
-    ok = valid[:, :, py][:, :, :, px].flatten(2) & (d > 0)
-    v, u = torch.meshgrid(py.float() + 0.5, px.float() + 0.5, indexing="ij")
-    u, v = u.flatten(), v.flatten()  # [N]
-    K = intrinsic.float()
-    fx, fy, cx, cy = (K[..., 0, 0, None], K[..., 1, 1, None], K[..., 0, 2, None], K[..., 1, 2, None])
-    cam = torch.stack(((u - cx) / fx * d, (v - cy) / fy * d, d), dim=-1)  # [B, S, N, 3]
-    E = to_homogeneous(extrinsic.float())
-    key_from_query = E[:, ki] @ torch.linalg.inv(E[:, qi])  # [B, n, 4, 4]
-    X = cam[:, qi] @ key_from_query[..., :3, :3].transpose(-1, -2) + key_from_query[..., None, :3, 3]
+    d = depth.float()[:, :, py][:, :, :, px]  # [B, S, rows, cols]
+    ok = valid[:, :, py][:, :, :, px].flatten(2) & (d.flatten(2) > 0)
+    world = unproject_depth(d, extrinsic.float(), patch_centre_intrinsic(intrinsic.float(), patch)).flatten(2, 3)
+    E, K = extrinsic.float()[:, ki], intrinsic.float()[:, ki]  # the key frames' cameras [B, n, ...]
+    X = world[:, qi] @ E[..., :3].transpose(-1, -2) + E[..., None, :, 3]  # [B, n, N, 3] in the key camera
     z = X[..., 2]
-    Kk = K[:, ki]
-    uk = X[..., 0] / z.clamp(min=1e-6) * Kk[..., 0, 0, None] + Kk[..., 0, 2, None]
-    vk = X[..., 1] / z.clamp(min=1e-6) * Kk[..., 1, 1, None] + Kk[..., 1, 2, None]
+    uk = X[..., 0] / z.clamp(min=1e-6) * K[..., 0, 0, None] + K[..., 0, 2, None]
+    vk = X[..., 1] / z.clamp(min=1e-6) * K[..., 1, 1, None] + K[..., 1, 2, None]
     inside = (z > 1e-6) & (uk >= 0) & (uk < W) & (vk >= 0) & (vk < H)
     # Occlusion: the key frame must see this point, not something in front of it.
     ui, vi = uk.floor().long().clamp(0, W - 1), vk.floor().long().clamp(0, H - 1)

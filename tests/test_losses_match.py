@@ -129,3 +129,18 @@ def test_probes_reject_layers_the_model_does_not_have():
     for layers, head in (([5], 0), ([0], 3)):
         with pytest.raises(ValueError, match="temporal layers"):
             MatchProbes(model, layers, head)
+
+
+def test_patch_centre_intrinsic_unprojects_the_centre_pixels_as_the_full_frame_does():
+    from recon.align.se3 import unproject_depth
+    from recon.losses_match import patch_centre_intrinsic
+
+    torch.manual_seed(1)
+    depth = torch.rand(2, 28, 42, dtype=torch.float64) + 1
+    K = torch.tensor([[30.0, 0, 21.3], [0, 31.0, 13.9], [0, 0, 1]], dtype=torch.float64).expand(2, 3, 3)
+    E = torch.eye(4, dtype=torch.float64)[:3].expand(2, 3, 4).clone()
+    E[1, :, 3] = torch.tensor([0.3, -0.2, 0.1])
+    centres = torch.arange(6) * 7 + 3
+    full = unproject_depth(depth, E, K)[:, centres[:4]][:, :, centres]
+    grid = unproject_depth(depth[:, centres[:4]][:, :, centres], E, patch_centre_intrinsic(K, 7))
+    torch.testing.assert_close(grid, full, rtol=1e-12, atol=1e-12)

@@ -77,25 +77,21 @@ def chain_pnp(points: np.ndarray, matches: np.ndarray, intrinsic: np.ndarray, mi
 def patch_centre_points(depth: np.ndarray, intrinsic: np.ndarray, patch: int) -> np.ndarray:
     """Depth [S, H, W] and intrinsic [S, 3, 3] -> camera-frame points [S, N, 3] at the pixel at
     each patch's centre (row-major patches)."""
+    from recon.align.prediction import camera_points
+
     H, W = depth.shape[-2:]
     py, px = np.arange(H // patch) * patch + patch // 2, np.arange(W // patch) * patch + patch // 2
-    v, u = np.meshgrid(py + 0.5, px + 0.5, indexing="ij")
-    d = depth[:, py][:, :, px].reshape(len(depth), -1)
-    fx, fy, cx, cy = (intrinsic[:, None, i, j] for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
-    return np.stack(((u.reshape(-1) - cx) / fx * d, (v.reshape(-1) - cy) / fy * d, d), -1)
+    return camera_points(depth, intrinsic)[:, py][:, :, px].reshape(len(depth), -1, 3)
 
 
 def trajectory_errors(extrinsic: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     """(ATE % of path after Sim(3) alignment, RPE rotation RMSE in degrees), as the benchmark."""
     from recon.datasets.trajectory import Trajectory
-    from recon.eval.trajectory import ape, rpe
+    from recon.eval import sim3_scores
 
     t = np.arange(len(gt), dtype=np.float64)
-    ref, est = Trajectory.from_extrinsics(gt, t), Trajectory.from_extrinsics(extrinsic, t)
-    a = ape(ref, est, align="sim3", match=False)
-    r = rpe(ref, est, delta=1, delta_unit="f", align="sim3", match=False)
-    length = float(np.linalg.norm(np.diff(ref.positions, axis=0), axis=1).sum())
-    return 100 * a.stats["rmse"] / length, r.rot_stats["rmse"]
+    scores = sim3_scores(Trajectory.from_extrinsics(gt, t), Trajectory.from_extrinsics(extrinsic, t))[0]
+    return scores["ate_pct_of_path"], scores["rpe_rot_rmse_deg"]
 
 
 def main() -> int:
@@ -125,15 +121,17 @@ def main() -> int:
         qs = [a.kept_qk[0][0, args.head].reshape(S, -1, a.kept_qk[0].shape[-1])[:, start:] for a in probes.attns]
         ks = [a.kept_qk[1][0, args.head].reshape(S, -1, a.kept_qk[1].shape[-1])[:, start:] for a in probes.attns]
         scale = qs[0].shape[-1] ** -0.5
+        # Pairs m = 0 .. S-2: frame m + 1 against the previous frame; m = S-1 .. 2S-3: against frame 0.
+        queries, keys = [*range(1, S)] * 2, [*range(S - 1)] + [0] * (S - 1)
+        index, weight = patch_correspondences(batch["extrinsic"], batch["intrinsic"], batch["depth"],
+                                              batch["valid"], patch, queries, keys)  # fmt: skip
         matches, acc = np.zeros((S, g * g, 2)), {"prev": [], "first": []}
-        for j in range(1, S):
-            for name, i in (("prev", j - 1), ("first", 0)):
-                uv, peak = match_positions(sum(q[j] @ k[i].T for q, k in zip(qs, ks)) * scale, g, g, patch)
-                index, weight = patch_correspondences(batch["extrinsic"], batch["intrinsic"], batch["depth"],
-                                                      batch["valid"], patch, [j], [i])  # fmt: skip
-                acc[name].append(match_accuracy(peak, index[0, 0].numpy(), weight[0, 0].numpy(), g))
-                if name == "prev":
-                    matches[j] = uv
+        for m, (j, i) in enumerate(zip(queries, keys)):
+            uv, peak = match_positions(sum(q[j] @ k[i].T for q, k in zip(qs, ks)) * scale, g, g, patch)
+            name = "prev" if m < S - 1 else "first"
+            acc[name].append(match_accuracy(peak, index[0, m].numpy(), weight[0, m].numpy(), g))
+            if m < S - 1:
+                matches[j] = uv
         K, gt = out["intrinsic"][0].numpy(), batch["extrinsic"][0].numpy().astype(np.float64)
         from_matches = chain_pnp(patch_centre_points(out["depth"][0].numpy(), K, patch), matches, K)
         head_ate, head_rot = trajectory_errors(out["extrinsic"][0].numpy().astype(np.float64), gt)

@@ -29,7 +29,7 @@ import numpy as np
 from recon.datasets.trajectory import Trajectory
 from recon.preprocess import read_image
 
-from .trajectory import ape, rpe
+from .trajectory import path_length, sim3_scores
 
 MATCHERS = ("exhaustive", "sequential")
 
@@ -275,7 +275,7 @@ def score_against_ground_truth(result: ColmapResult, gt_extrinsics: np.ndarray, 
     has_gt = np.isfinite(gt).all(axis=(1, 2))
     scored = result.registered & has_gt
     full = Trajectory.from_extrinsics(gt[has_gt], stamps[has_gt])
-    length = float(np.linalg.norm(np.diff(full.positions, axis=0), axis=1).sum()) if has_gt.sum() > 1 else 0.0
+    length = path_length(full) if has_gt.sum() > 1 else 0.0
     nan = float("nan")
     out: dict = {
         "sequence": name, "method": "colmap", "frames": n, "registered": result.num_registered,
@@ -289,15 +289,11 @@ def score_against_ground_truth(result: ColmapResult, gt_extrinsics: np.ndarray, 
         ref = Trajectory.from_extrinsics(gt[scored], stamps[scored])
         est = Trajectory.from_extrinsics(result.extrinsics[scored], stamps[scored])
         try:
-            a = ape(ref, est, align="sim3", match=False)
-            r = rpe(ref, est, delta=1, delta_unit="f", align="sim3", match=False)
+            scores, a, r = sim3_scores(ref, est, length)  # % of the whole ground-truth path
         except ValueError as exc:  # degenerate alignment (e.g. collinear camera centres)
             out["score_error"] = str(exc)
         else:
-            out.update(
-                ate_rmse=a.stats["rmse"], ate_pct_of_path=100 * a.stats["rmse"] / length if length > 0 else nan,
-                sim3_scale=a.alignment.s, rpe_trans_rmse=r.trans_stats["rmse"], rpe_rot_rmse_deg=r.rot_stats["rmse"],
-            )  # fmt: skip
+            out.update(scores)
             results.update(ape=a, rpe=r)
     out["_results"] = results
     return out

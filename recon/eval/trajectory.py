@@ -221,3 +221,24 @@ def rpe(ref: Trajectory, est: Trajectory, delta: float = 1, delta_unit: str = "f
     trans = np.linalg.norm(err[:, :3, 3], axis=1)
     rot = rotation_angle_deg(err[:, :3, :3])
     return RPEResult(pairs, trans, rot, error_stats(trans), error_stats(rot), sim3)
+
+
+def path_length(traj: Trajectory) -> float:
+    """Length of the polyline through the trajectory's positions."""
+    return float(np.linalg.norm(np.diff(traj.positions, axis=0), axis=1).sum())
+
+
+def sim3_scores(ref: Trajectory, est: Trajectory, length: float | None = None) -> tuple[dict, APEResult, RPEResult]:
+    """The project's trajectory numbers for poses paired by index (no timestamp matching): ATE
+    after a Sim(3) alignment (RMSE, and as % of `length`, by default the reference's path length),
+    the alignment's scale, and RPE over consecutive frames (translation and rotation RMSE).
+    Returns (numbers, APE result, RPE result); raises ValueError as `ape` / `rpe` do."""
+    a = ape(ref, est, align="sim3", match=False)
+    r = rpe(ref, est, delta=1, delta_unit="f", align="sim3", match=False)
+    length = path_length(ref) if length is None else length
+    scores = {
+        "ate_rmse": a.stats["rmse"], "ate_pct_of_path": 100 * a.stats["rmse"] / length if length > 0 else float("nan"),
+        "path_length": length, "sim3_scale": a.alignment.s, "rpe_trans_rmse": r.trans_stats["rmse"],
+        "rpe_rot_rmse_deg": r.rot_stats["rmse"],
+    }  # fmt: skip
+    return scores, a, r
