@@ -98,7 +98,8 @@ class GraphedStep:
         core = getattr(self.model, "graph_core", None)
         self.static_images = images.clone()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: a prefetch thread pinning the next frame must not invalidate the capture.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             # Cached weight casts would be freed after capture: no autocast cache.
             with autocast_for(images.device, self.precision, cache_enabled=False):
                 if core is not None:
