@@ -106,20 +106,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--colmap", action="store_true", help="also run the pycolmap SfM baseline on the TUM frames")
+    p.add_argument("--refine", action="store_true", help="refine the cameras (recon.refine); the files get a _refine suffix")
     p.add_argument("--out", default="benchmark_out")
     args = p.parse_args(argv)
     model, _ = load_model(args.model, preset=args.preset, device=args.device)
-    rec = Reconstructor(model, memory=args.memory, device=args.device, width=args.size)
+    rec = Reconstructor(model, memory=args.memory, device=args.device, width=args.size, refine=args.refine)
     result = run_benchmark(rec, args.frames, args.size, colmap=args.colmap)
-    result.update(model=args.model, memory=args.memory)
+    result.update(model=args.model, memory=args.memory, refine=args.refine)
+    name = f"benchmark_{args.memory}" + ("_refine" if args.refine else "")
     from recon.eval import write_json
 
     from .atomic import write_text_atomic
 
     out = Path(args.out)
-    write_json(out / f"benchmark_{args.memory}.json", result)
+    write_json(out / f"{name}.json", result)
     table = format_table(result)
-    write_text_atomic(out / f"benchmark_{args.memory}.md", table + "\n")
+    write_text_atomic(out / f"{name}.md", table + "\n")
     print(table)
     return 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from . import memory as memory_strategies
 from .device import autocast_for, prepare_model, resolve_device
 from .fastpath import GraphedStep
 from .preprocess import ImageTransform, PreprocessedFrame, preprocess_frame
+
+if TYPE_CHECKING:
+    from .refine import RefineConfig
 
 
 @dataclass
@@ -59,12 +63,16 @@ class Reconstructor:
         precision: str = "bf16",
         fast: bool | None = None,
         world_points: str = "depth",
+        refine: bool | RefineConfig = False,
         **memory_options,
     ) -> None:
         """precision: "bf16", "mixed" or "fp32" on CUDA; world_points: "depth" (unprojected
         depth) or "head" (the point-map head) -- see recon.device.prepare_model (the CPU always
         computes in fp32). fast: replay steady per-frame steps as a CUDA graph
-        (recon.fastpath; default on for CUDA, where it applies to bounded strategies)."""
+        (recon.fastpath; default on for CUDA, where it applies to bounded strategies).
+        refine: re-solve each camera against a feature map with bundle adjustment, the model's
+        depth as a prior (recon.refine; True or a RefineConfig). Subscribers then see the
+        refined cameras, intrinsics and world points."""
         self.device = resolve_device(device)
         self.model = prepare_model(model, self.device, precision, world_points)
         self.precision = self.model.precision
@@ -77,12 +85,30 @@ class Reconstructor:
         self.mode = mode
         self.state = memory_strategies.make_state(self.memory, self.model, **memory_options)
         self._model_hw: tuple[int, int] | None = None
+        self.refiner = None
+        if refine:
+            from .refine import PoseRefiner, RefineConfig
+
+            self.refiner = PoseRefiner(refine if isinstance(refine, RefineConfig) else None)
+
+    def _refined(self, predictions: list[FramePrediction]) -> list[FramePrediction]:
+        if self.refiner is None:
+            return predictions
+        out = []
+        for pred in predictions:
+            start = time.perf_counter()
+            pred = self.refiner.refine(pred)
+            pred.latency_s += time.perf_counter() - start
+            out.append(pred)
+        return out
 
     def reset(self) -> None:
         """Forget the stream; the next frame starts a new world frame. The state is reset in
         place: caches with reserved room (`full` with `reserve_frames`) keep their buffers."""
         self.state.reset()
         self._model_hw = None
+        if self.refiner is not None:
+            self.refiner.reset()
         if self._graphed is not None:
             self._graphed.reset()
 
@@ -126,11 +152,11 @@ class Reconstructor:
         if not self.windowed:
             return [self.step(frame, timestamp, bgr)]
         pre = self.preprocess(frame, bgr=bgr)
-        return self.state.push(pre, time.time() if timestamp is None else timestamp)
+        return self._refined(self.state.push(pre, time.time() if timestamp is None else timestamp))
 
     def flush(self) -> list[FramePrediction]:
         """End of stream: the predictions still held back (the last, short window)."""
-        return self.state.flush() if self.windowed else []
+        return self._refined(self.state.flush()) if self.windowed else []
 
     @torch.inference_mode()
     def step(self, frame, timestamp: float | None = None, bgr: bool = False) -> FramePrediction:
@@ -148,7 +174,7 @@ class Reconstructor:
                 out = self.model(images, state=self.state)
         pred = _to_prediction(out, pre, index, time.time() if timestamp is None else timestamp)
         pred.latency_s = time.perf_counter() - start
-        return pred
+        return self._refined([pred])[0]
 
     @torch.inference_mode()
     def forward_batch(self, images: torch.Tensor, causal: bool = True) -> dict:

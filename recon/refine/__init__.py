@@ -1,0 +1,8 @@
+"""Geometric refinement of the model's cameras: features, PnP, bundle adjustment with the
+model's depth as a prior (see recon.refine.refiner)."""
+
+from .bundle import BundleProblem, bundle_adjust
+from .features import Keypoints, SiftFeatures
+from .refiner import PoseRefiner, RefineConfig
+
+__all__ = ["BundleProblem", "Keypoints", "PoseRefiner", "RefineConfig", "SiftFeatures", "bundle_adjust"]

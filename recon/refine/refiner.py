@@ -1,0 +1,266 @@
+"""Streaming geometric refinement of the model's cameras (a visual-odometry back end).
+
+The model gives every frame a depth map, intrinsics and a camera. Its depth is good enough to
+lift image features to 3D, while its camera head is the weakest output (docs/MODEL_CARD.md),
+so, as in MASt3R-SLAM's and VGGT's optimisation back ends, each frame's camera is re-solved
+against a map of landmarks:
+  1. SIFT keypoints of the frame are matched to the landmarks seen in the last `match_frames`
+     frames (ratio test, mutual check);
+  2. the pose comes from PnP + RANSAC on those matches (OpenCV), refined by Levenberg-Marquardt
+     on the inliers; with too few inliers, the model's own frame-to-frame motion is chained on;
+  3. a bundle adjustment over the last `window` frames (recon.refine.bundle: reprojection +
+     the model's depth as a prior) moves the poses and landmarks; the oldest frame of the
+     window (and frame 0) are held, fixing the gauge; the depth priors fix the scale;
+  4. keypoints without a landmark start one, lifted with the frame's depth.
+Causal: a frame's refined camera is final when it is emitted (later adjustments of the window
+do not re-emit it). Memory is bounded: landmarks unseen for `window + match_frames` frames and
+frames older than the window are dropped.
+
+The world stays the model's: first camera at the origin, the model's metric scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .bundle import BundleProblem, bundle_adjust
+from .features import SiftFeatures
+
+
+@dataclass
+class RefineConfig:
+    window: int = 6  # frames adjusted together (plus one held frame)
+    match_frames: int = 4  # landmarks seen this recently are matched against
+    max_features: int = 1500
+    ratio: float = 0.8  # Lowe's ratio test
+    min_inliers: int = 15  # PnP inliers to trust the solved pose
+    ransac_px: float = 2.0
+    sigma_px: float = 1.0
+    sigma_log_depth: float = 0.15
+    outlier_px: float = 4.0  # observations farther than this after adjustment are dropped
+    max_iterations: int = 15
+    self_calibrate: bool = True  # estimate the stream's focal length in the adjustment
+    sigma_log_focal: float = 0.3  # prior: the model's median focal, within ~30 %
+
+
+@dataclass
+class _Frame:
+    index: int
+    extrinsic: np.ndarray  # [3, 4] refined camera-from-world
+    model_extrinsic: np.ndarray  # [3, 4] the model's own
+    intrinsic: np.ndarray  # [3, 3]
+    landmark: np.ndarray  # [N] landmark id per observation
+    xy: np.ndarray  # [N, 2]
+    depth: np.ndarray  # [N] the model's depth at xy
+
+
+def sample_depth(depth: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Bilinear depth [H, W] at continuous pixels xy [N, 2] (pixel centres at +0.5); NaN outside."""
+    H, W = depth.shape
+    x, y = xy[:, 0] - 0.5, xy[:, 1] - 0.5
+    inside = (x >= 0) & (y >= 0) & (x <= W - 1) & (y <= H - 1)
+    x0 = np.clip(np.floor(x).astype(np.int64), 0, W - 2)
+    y0 = np.clip(np.floor(y).astype(np.int64), 0, H - 2)
+    ax, ay = np.clip(x - x0, 0, 1), np.clip(y - y0, 0, 1)
+    d = (depth[y0, x0] * (1 - ax) * (1 - ay) + depth[y0, x0 + 1] * ax * (1 - ay)
+         + depth[y0 + 1, x0] * (1 - ax) * ay + depth[y0 + 1, x0 + 1] * ax * ay)  # fmt: skip
+    return np.where(inside, d, np.nan)
+
+
+def lift(xy: np.ndarray, depth: np.ndarray, extrinsic: np.ndarray, intrinsic: np.ndarray) -> np.ndarray:
+    """Pixels [N, 2] at depths [N] -> world points [N, 3] through a camera-from-world [3, 4]."""
+    K = intrinsic
+    cam = np.stack(((xy[:, 0] - K[0, 2]) / K[0, 0] * depth, (xy[:, 1] - K[1, 2]) / K[1, 1] * depth, depth), -1)
+    R, t = extrinsic[:, :3], extrinsic[:, 3]
+    return (cam - t) @ R  # R^T (cam - t), row-wise
+
+
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[3, 4] a @ b as 4x4 transforms."""
+    return a @ np.vstack((b, [0, 0, 0, 1]))
+
+
+def _invert(e: np.ndarray) -> np.ndarray:
+    R, t = e[:, :3], e[:, 3]
+    return np.concatenate((R.T, (-R.T @ t)[:, None]), axis=1)
+
+
+class PoseRefiner:
+    """`refine(prediction) -> prediction` with the camera re-solved (see the module doc).
+    Frames must come in stream order; `reset()` starts a new stream."""
+
+    def __init__(self, config: RefineConfig | None = None) -> None:
+        self.config = config or RefineConfig()
+        self.features = SiftFeatures(self.config.max_features, self.config.ratio)
+        self.reset()
+
+    def reset(self) -> None:
+        self.frames: list[_Frame] = []
+        self.points = np.zeros((0, 3))
+        self.descriptors = np.zeros((0, 128), np.float32)
+        self.last_seen = np.zeros(0, np.int64)
+        self.stats = {"solved": 0, "chained": 0}
+        self.focals: list[tuple[float, float]] = []
+        self.log_focal = 0.0  # self-calibration: the stream focal over the model's median
+
+    # -- map -----------------------------------------------------------------------------
+    def _add_landmarks(self, points: np.ndarray, descriptors: np.ndarray, index: int) -> np.ndarray:
+        ids = np.arange(len(self.points), len(self.points) + len(points))
+        self.points = np.concatenate((self.points, points))
+        self.descriptors = np.concatenate((self.descriptors, descriptors))
+        self.last_seen = np.concatenate((self.last_seen, np.full(len(points), index)))
+        return ids
+
+    def _forget(self, index: int) -> None:
+        """Drop frames older than the window and landmarks no kept frame observes."""
+        c = self.config
+        self.frames = self.frames[-(c.window + 1) :]
+        keep = self.last_seen >= index - (c.window + c.match_frames)
+        for f in self.frames:
+            keep[f.landmark] = True
+        if keep.all():
+            return
+        new_id = np.cumsum(keep) - 1
+        self.points, self.descriptors, self.last_seen = self.points[keep], self.descriptors[keep], self.last_seen[keep]
+        for f in self.frames:
+            f.landmark = new_id[f.landmark]
+
+    # -- per frame -------------------------------------------------------------------------
+    def _solve_pose(self, xy: np.ndarray, ids: np.ndarray, intrinsic: np.ndarray, guess: np.ndarray):
+        """PnP + RANSAC of matched landmarks; returns (extrinsic or None, inlier mask)."""
+        c = self.config
+        if len(ids) < c.min_inliers:
+            return None, np.zeros(len(ids), bool)
+        X, K = self.points[ids], intrinsic.astype(np.float64)
+        ok, rvec, tvec, inliers = cv2.solvePnPRansac(
+            X, xy, K, None, iterationsCount=200, reprojectionError=c.ransac_px, confidence=0.999,
+            flags=cv2.SOLVEPNP_SQPNP,
+        )  # fmt: skip
+        if not ok or inliers is None or len(inliers) < c.min_inliers:
+            return None, np.zeros(len(ids), bool)
+        inl = inliers[:, 0]
+        rvec, tvec = cv2.solvePnPRefineLM(X[inl], xy[inl], K, None, rvec, tvec)
+        R, _ = cv2.Rodrigues(rvec)
+        mask = np.zeros(len(ids), bool)
+        mask[inl] = True
+        return np.concatenate((R, tvec.reshape(3, 1)), axis=1), mask
+
+    def _stream_intrinsic(self, K: np.ndarray) -> np.ndarray:
+        """One camera per stream: the running median of the model's per-frame focal lengths
+        (they jitter by ~5 % from frame to frame, docs/MODEL_CARD.md)."""
+        self.focals.append((K[0, 0], K[1, 1]))
+        K = K.copy()
+        K[0, 0], K[1, 1] = np.median(np.array(self.focals), axis=0) * np.exp(self.log_focal)
+        return K
+
+    def _depth_scale(self, extrinsic: np.ndarray, ids: np.ndarray, depth: np.ndarray) -> float:
+        """The factor that brings this frame's depth to the map's scale: the median ratio of
+        the matched landmarks' depths in this camera to the model's depths there. The model's
+        scale wanders along a stream (docs/MODEL_CARD.md); the map keeps frame 0's."""
+        z = self.points[ids] @ extrinsic[:, :3].T + extrinsic[:, 3]
+        ratio = z[:, 2] / depth
+        ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+        return float(np.median(ratio)) if len(ratio) >= self.config.min_inliers else 1.0
+
+    def _adjust(self) -> None:
+        c = self.config
+        frames = self.frames
+        free = np.array([i > 0 and f.index > 0 for i, f in enumerate(frames)])
+        if len(frames) <= c.window:
+            free[0] = False
+        frame_of = np.concatenate([np.full(len(f.landmark), k) for k, f in enumerate(frames)])
+        landmark = np.concatenate([f.landmark for f in frames])
+        # Only landmarks seen at least twice in the window, at least once by a free frame.
+        counts = np.bincount(landmark, minlength=len(self.points))
+        in_free = np.zeros(len(self.points), bool)
+        in_free[landmark[free[frame_of]]] = True
+        use = (counts[landmark] >= 2) & in_free[landmark]
+        if not use.any() or not free.any():
+            return
+        ids, point = np.unique(landmark[use], return_inverse=True)
+        problem = BundleProblem(
+            extrinsic=np.stack([f.extrinsic for f in frames]), intrinsic=np.stack([f.intrinsic for f in frames]),
+            free=free, points=self.points[ids], frame=frame_of[use], point=point,
+            xy=np.concatenate([f.xy for f in frames])[use], depth=np.concatenate([f.depth for f in frames])[use],
+            focal_prior=(-self.log_focal, c.sigma_log_focal) if c.self_calibrate else None,
+        )  # fmt: skip
+        extrinsic, points, error, log_focal = bundle_adjust(problem, c.sigma_px, c.sigma_log_depth, c.max_iterations)
+        self.log_focal += log_focal
+        for f in frames:
+            f.intrinsic = _rescale(f.intrinsic, log_focal)
+        for k, f in enumerate(frames):
+            f.extrinsic = extrinsic[k]
+        self.points[ids] = points
+        # Drop observations that the adjusted geometry cannot explain (wrong matches).
+        bad = np.zeros(len(landmark), bool)
+        bad[np.flatnonzero(use)[error > c.outlier_px]] = True
+        start = 0
+        for f in frames:
+            n = len(f.landmark)
+            keep = ~bad[start : start + n]
+            f.landmark, f.xy, f.depth = f.landmark[keep], f.xy[keep], f.depth[keep]
+            start += n
+
+    def refine(self, prediction):
+        """A FramePrediction (recon.session) -> the same with extrinsic and world_points refined."""
+        c = self.config
+        index = prediction.index
+        K = self._stream_intrinsic(np.asarray(prediction.intrinsic, np.float64))
+        model_extrinsic = np.asarray(prediction.extrinsic, np.float64)
+        kp = self.features.detect(prediction.image)
+        depth = sample_depth(np.asarray(prediction.depth, np.float64), kp.xy)
+        good = np.isfinite(depth) & (depth > 0)
+        kp_xy, kp_desc, depth = kp.xy[good], kp.descriptors[good], depth[good]
+
+        matched_kp, matched_id = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        extrinsic = None
+        if self.frames:
+            active = np.flatnonzero(self.last_seen >= index - c.match_frames)
+            pairs = self.features.match(kp_desc, self.descriptors[active])
+            extrinsic, inlier = self._solve_pose(kp_xy[pairs[:, 0]], active[pairs[:, 1]], K, None)
+            matched_kp, matched_id = pairs[inlier, 0], active[pairs[inlier, 1]]
+            if extrinsic is None:
+                prev = self.frames[-1]
+                motion = _compose(model_extrinsic, _invert(prev.model_extrinsic))
+                extrinsic = _compose(motion, prev.extrinsic)
+                self.stats["chained"] += 1
+            else:
+                self.stats["solved"] += 1
+                scale = self._depth_scale(extrinsic, matched_id, depth[matched_kp])
+                depth = depth * scale
+        if extrinsic is None:
+            extrinsic = model_extrinsic
+
+        fresh = np.setdiff1d(np.arange(len(kp_xy)), matched_kp)
+        new_ids = self._add_landmarks(lift(kp_xy[fresh], depth[fresh], extrinsic, K), kp_desc[fresh], index)
+        self.descriptors[matched_id] = kp_desc[matched_kp]
+        self.last_seen[matched_id] = index
+        order = np.concatenate((matched_kp, fresh))
+        self.frames.append(_Frame(index, extrinsic, model_extrinsic, K, np.concatenate((matched_id, new_ids)),
+                                  kp_xy[order], depth[order]))  # fmt: skip
+        if len(self.frames) > 1:
+            self._adjust()
+        self._forget(index)
+        last = self.frames[-1]
+        return dataclasses.replace(
+            prediction, extrinsic=last.extrinsic.astype(np.float32), intrinsic=last.intrinsic.astype(np.float32),
+            intrinsic_original=np.asarray(prediction.transform.intrinsics_to_original(last.intrinsic), np.float32),
+            world_points=_world_points(prediction.depth, last.extrinsic, last.intrinsic),
+        )  # fmt: skip
+
+
+def _rescale(K: np.ndarray, log_focal: float) -> np.ndarray:
+    K = K.copy()
+    K[:2, :2] *= np.exp(log_focal)
+    return K
+
+
+def _world_points(depth: np.ndarray, extrinsic: np.ndarray, intrinsic: np.ndarray) -> np.ndarray:
+    H, W = depth.shape
+    v, u = np.mgrid[0:H, 0:W] + 0.5
+    xy = np.stack((u.ravel(), v.ravel()), -1)
+    return lift(xy, depth.ravel().astype(np.float64), extrinsic, intrinsic).reshape(H, W, 3).astype(np.float32)

@@ -1,0 +1,186 @@
+"""recon.refine: features in the project's pixel convention, bundle adjustment with depth priors
+and self-calibration, and the streaming refiner on rendered scenes (ground-truth depth stands in
+for a good model; the model's cameras are replaced by wrong ones that the refiner must fix)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from recon.datasets.synthetic import render_batch
+from recon.preprocess import preprocess_frame
+from recon.refine import BundleProblem, PoseRefiner, RefineConfig, SiftFeatures, bundle_adjust
+from recon.refine.refiner import lift, sample_depth
+from recon.session import FramePrediction
+
+
+@pytest.fixture(scope="module")
+def clip():
+    b = render_batch([1000], 12, 224, 224, families=["room"], trajectories=["handheld"])
+    return {k: v[0].double().numpy() if v.dtype.is_floating_point else v[0].numpy() for k, v in b.items()}
+
+
+def _prediction(clip, i: int, extrinsic: np.ndarray, intrinsic: np.ndarray | None = None) -> FramePrediction:
+    image = clip["images"][i].transpose(1, 2, 0).astype(np.float32)
+    transform = preprocess_frame((image * 255).astype(np.uint8), target_width=224).transform
+    depth = np.where(clip["valid"][i] & (clip["depth"][i] > 0), clip["depth"][i], np.nan).astype(np.float32)
+    K = (clip["intrinsic"][i] if intrinsic is None else intrinsic).astype(np.float32)
+    ones = np.ones_like(depth)
+    return FramePrediction(
+        index=i, timestamp=float(i), extrinsic=extrinsic.astype(np.float32), intrinsic=K, intrinsic_original=K,
+        depth=depth, depth_conf=ones, world_points=np.zeros(depth.shape + (3,), np.float32), points_conf=ones,
+        image=image, transform=transform,
+    )  # fmt: skip
+
+
+def _centres(extrinsic: np.ndarray) -> np.ndarray:
+    return -np.einsum("sji,sj->si", extrinsic[:, :, :3], extrinsic[:, :, 3])
+
+
+def test_keypoints_follow_the_pixel_convention_and_matches_recover_a_shift(clip):
+    image = (clip["images"][0].transpose(1, 2, 0) * 255).astype(np.uint8)
+    shifted = np.zeros_like(image)
+    shifted[:, 7:] = image[:, :-7]  # content moves 7 px to the right
+    sift = SiftFeatures()
+    a, b = sift.detect(image), sift.detect(shifted)
+    pairs = sift.match(a.descriptors, b.descriptors)
+    assert len(pairs) > 50
+    offset = b.xy[pairs[:, 1]] - a.xy[pairs[:, 0]]
+    assert np.median(offset[:, 0]) == pytest.approx(7.0, abs=0.05)
+    assert np.median(offset[:, 1]) == pytest.approx(0.0, abs=0.05)
+    # Mutual check: no train keypoint is used twice.
+    assert len(np.unique(pairs[:, 1])) == len(pairs)
+
+
+def test_sample_depth_is_bilinear_at_pixel_centres():
+    depth = np.arange(12.0).reshape(3, 4)
+    xy = np.array([[0.5, 0.5], [3.5, 2.5], [1.0, 0.5], [1.0, 1.0], [0.2, 1.5], [2.0, 3.2]])
+    got = sample_depth(depth, xy)
+    assert got[0] == 0.0 and got[1] == 11.0
+    assert got[2] == pytest.approx(0.5)  # halfway between pixels (0, 0) and (0, 1)
+    assert got[3] == pytest.approx((0 + 1 + 4 + 5) / 4)
+    assert np.isnan(got[4]) and np.isnan(got[5])  # outside the pixel-centre grid
+
+
+def _problem(rng, focal_scale: float = 1.0):
+    """Three cameras looking at a cloud of points; frame 0 held."""
+    points = rng.uniform([-1, -1, 3], [1, 1, 6], (80, 3))
+    K = np.array([[200.0, 0, 112], [0, 200.0, 112], [0, 0, 1]])
+    extrinsic = []
+    for k in range(3):
+        R = Rotation.from_rotvec([0.02 * k, -0.08 * k, 0.01 * k]).as_matrix()
+        extrinsic.append(np.concatenate((R, (-R @ np.array([0.4 * k, 0.05 * k, 0.1 * k]))[:, None]), 1))
+    extrinsic = np.stack(extrinsic)
+    frame = np.repeat(np.arange(3), len(points))
+    point = np.tile(np.arange(len(points)), 3)
+    Xc = np.einsum("mij,mj->mi", extrinsic[frame, :, :3], points[point]) + extrinsic[frame, :, 3]
+    xy = Xc[:, :2] / Xc[:, 2:] * 200.0 + 112.0
+    problem = BundleProblem(
+        extrinsic=extrinsic.copy(), intrinsic=np.stack([K] * 3), free=np.array([False, True, True]),
+        points=points.copy(), frame=frame, point=point, xy=xy, depth=Xc[:, 2].copy(),
+    )  # fmt: skip
+    problem.intrinsic[:, :2, :2] *= focal_scale
+    return problem, extrinsic, points
+
+
+def test_bundle_adjustment_recovers_perturbed_poses_and_points_and_holds_the_gauge():
+    rng = np.random.default_rng(0)
+    problem, extrinsic, points = _problem(rng)
+    problem.extrinsic[1:, :, 3] += rng.normal(0, 0.05, (2, 3))
+    problem.extrinsic[1:, :, :3] = Rotation.from_rotvec(rng.normal(0, 0.02, (2, 3))).as_matrix() @ problem.extrinsic[1:, :, :3]
+    problem.points += rng.normal(0, 0.05, points.shape)
+    out, X, error, log_focal = bundle_adjust(problem, max_iterations=50)
+    assert np.abs(out - extrinsic).max() < 1e-5
+    assert np.abs(X - points).max() < 1e-5
+    assert error.max() < 1e-3 and log_focal == 0.0
+    assert np.array_equal(out[0], extrinsic[0])  # the held frame does not move
+
+
+def test_bundle_adjustment_self_calibrates_the_focal_length():
+    rng = np.random.default_rng(1)
+    problem, extrinsic, points = _problem(rng, focal_scale=0.8)  # the model's focal is 20 % short
+    problem.points = lift(problem.xy[: len(points)], problem.depth[: len(points)], extrinsic[0], problem.intrinsic[0])
+    problem.focal_prior = (0.0, 1.0)  # a weak prior at the wrong focal
+    out, _, error, log_focal = bundle_adjust(problem, max_iterations=100)
+    assert np.exp(log_focal) * 0.8 == pytest.approx(1.0, abs=0.01)
+    assert np.median(error) < 0.05
+    problem.focal_prior = None  # held at the wrong focal, the cameras come out wrong
+    held, _, _, _ = bundle_adjust(problem, max_iterations=100)
+    calibrated_error = np.abs(_centres(out) - _centres(extrinsic)).max()
+    assert calibrated_error < 0.01
+    assert np.abs(_centres(held) - _centres(extrinsic)).max() > 3 * calibrated_error
+
+
+def test_refiner_recovers_the_trajectory_from_depth_when_the_model_cameras_are_wrong(clip):
+    gt = clip["extrinsic"]
+    refiner = PoseRefiner()
+    out = [refiner.refine(_prediction(clip, i, np.eye(4)[:3])) for i in range(len(gt))]  # model: no motion
+    est = np.stack([p.extrinsic for p in out]).astype(np.float64)
+    gt_rel = np.stack([e[:, :3] @ gt[0, :, :3].T for e in gt])  # rotations relative to frame 0
+    rot_err = Rotation.from_matrix(est[:, :, :3] @ np.swapaxes(gt_rel, 1, 2)).magnitude()
+    assert np.degrees(rot_err).max() < 0.5
+    gt_c = _centres(np.concatenate((gt_rel, np.stack([e[:, 3] - e[:, :3] @ gt[0, :, :3].T @ gt[0, :, 3]
+                                                         for e in gt])[..., None]), -1))  # fmt: skip
+    path = np.linalg.norm(np.diff(gt_c, axis=0), axis=1).sum()
+    assert path > 0.15  # the camera moves: a no-motion model is far off
+    assert np.linalg.norm(_centres(est) - gt_c, axis=1).max() < 0.05 * path  # ~0.5 px of SIFT noise at 3 m
+    assert refiner.stats["solved"] == len(gt) - 1
+    # World points are the depth unprojected with the refined camera.
+    p = out[-1]
+    v, u = 100, 60
+    X = lift(np.array([[u + 0.5, v + 0.5]]), np.array([p.depth[v, u]], np.float64), p.extrinsic.astype(np.float64),
+             p.intrinsic.astype(np.float64))  # fmt: skip
+    assert np.allclose(p.world_points[v, u], X[0], atol=1e-4)
+
+
+def test_refiner_self_calibrates_a_wrong_focal(clip):
+    K = clip["intrinsic"][0].copy()
+    K[:2, :2] *= 1.15
+    refiner = PoseRefiner()
+    out = [refiner.refine(_prediction(clip, i, np.eye(4)[:3], K)) for i in range(len(clip["extrinsic"]))]
+    focal = out[-1].intrinsic[0, 0] / clip["intrinsic"][0, 0, 0]
+    assert abs(focal - 1.0) < abs(1.15 - 1.0) / 2  # at least half the error removed
+
+
+def test_refiner_chains_the_model_motion_without_features_and_stays_bounded(clip):
+    config = RefineConfig(window=3, match_frames=2)
+    refiner = PoseRefiner(config)
+    blank = dict(clip)
+    blank["images"] = np.full_like(clip["images"], 0.5)  # nothing to detect
+    out = []
+    for i in range(8):
+        model = np.concatenate((np.eye(3), np.array([[0.0], [0.0], [-0.1 * i]])), 1)
+        out.append(refiner.refine(_prediction(blank, i, model)))
+    assert np.allclose(out[-1].extrinsic, np.concatenate((np.eye(3), [[0], [0], [-0.7]]), 1), atol=1e-6)
+    assert refiner.stats == {"solved": 0, "chained": 7}
+    # Textured frames: the window and the landmark map stay bounded.
+    refiner.reset()
+    for i in range(12):
+        refiner.refine(_prediction(clip, i, np.eye(4)[:3]))
+    assert len(refiner.frames) <= config.window + 1
+    assert len(refiner.points) < (config.window + config.match_frames + 2) * refiner.config.max_features
+
+
+def test_session_hands_subscribers_refined_predictions(clip):
+    import torch
+
+    from recon.config import get_preset
+    from recon.model import build_model
+    from recon.session import Reconstructor
+
+    torch.manual_seed(0)
+    model = build_model(get_preset("tiny")).eval()
+    plain = Reconstructor(model, memory="full", device="cpu")
+    refined = Reconstructor(model, memory="full", device="cpu", refine=True)
+    frames = [(clip["images"][i].transpose(1, 2, 0) * 255).astype(np.uint8) for i in range(3)]
+    a = [plain.push(f)[0] for f in frames]
+    b = [refined.push(f)[0] for f in frames]
+    assert refined.refiner.stats["solved"] + refined.refiner.stats["chained"] == 2
+    assert np.array_equal(a[2].depth, b[2].depth)  # the model's output is untouched ...
+    p = b[2]  # ... and the world points follow the refined camera
+    X = lift(np.array([[10.5, 20.5]]), np.array([p.depth[20, 10]], np.float64), p.extrinsic.astype(np.float64),
+             p.intrinsic.astype(np.float64))  # fmt: skip
+    assert np.allclose(p.world_points[20, 10], X[0], atol=1e-4)
+    refined.reset()
+    assert refined.refiner.frames == [] and refined.refiner.stats == {"solved": 0, "chained": 0}
