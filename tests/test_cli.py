@@ -49,6 +49,14 @@ def test_run_writes_exports_and_recording(tmp_path, capsys, small_model, frames_
     assert len((out / "trajectory_tum.txt").read_text().strip().splitlines()) == 1 + 4
 
 
+def test_run_with_refine_writes_the_refined_trajectory(tmp_path, small_model, frames_dir):
+    out = tmp_path / "out"
+    code = main(["run", str(frames_dir), "--model", small_model, "--out", str(out), "--export", "traj",
+                 "--width", "70", "--quiet", "--refine"])  # fmt: skip
+    assert code == 0
+    assert len((out / "trajectory_tum.txt").read_text().strip().splitlines()) == 1 + 4
+
+
 @pytest.mark.parametrize("case", ["missing_path", "empty_folder", "corrupt_video", "webcam", "unknown_preset",
                                   "wrong_checkpoint", "unwritable_out", "two_budgets"])
 def test_bad_input_one_line_error(tmp_path, capsys, small_model, frames_dir, case):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 
 from .bundle import BundleProblem, bundle_adjust
 from .features import SiftFeatures
@@ -260,7 +261,7 @@ def _rescale(K: np.ndarray, log_focal: float) -> np.ndarray:
 
 
 def _world_points(depth: np.ndarray, extrinsic: np.ndarray, intrinsic: np.ndarray) -> np.ndarray:
-    H, W = depth.shape
-    v, u = np.mgrid[0:H, 0:W] + 0.5
-    xy = np.stack((u.ravel(), v.ravel()), -1)
-    return lift(xy, depth.ravel().astype(np.float64), extrinsic, intrinsic).reshape(H, W, 3).astype(np.float32)
+    from recon.align import unproject_depth
+
+    as_t = lambda a: torch.from_numpy(np.asarray(a, np.float64))  # noqa: E731
+    return unproject_depth(as_t(depth), as_t(extrinsic), as_t(intrinsic)).numpy().astype(np.float32)
