@@ -4,6 +4,7 @@ for a good model; the model's cameras are replaced by wrong ones that the refine
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -184,3 +185,38 @@ def test_session_hands_subscribers_refined_predictions(clip):
     assert np.allclose(p.world_points[20, 10], X[0], atol=1e-4)
     refined.reset()
     assert refined.refiner.frames == [] and refined.refiner.stats == {"solved": 0, "chained": 0}
+
+
+def _two_views(rng, rotvec, translation, focal=180.0, n=200, planar=False):
+    X = rng.uniform([-2, -2, 4], [2, 2, 9], (n, 3))
+    if planar:
+        X[:, 2] = 6.0
+    K = np.array([[focal, 0, 112], [0, focal, 112], [0, 0, 1]])
+    R = Rotation.from_rotvec(rotvec).as_matrix()
+    x1 = X @ K.T
+    x2 = (X @ R.T + translation) @ K.T
+    return x1[:, :2] / x1[:, 2:], x2[:, :2] / x2[:, 2:]
+
+
+def test_essential_cost_is_zero_at_the_true_focal_only():
+    from recon.refine.calibrate import essential_cost
+
+    rng = np.random.default_rng(3)
+    a, b = _two_views(rng, [0.02, 0.1, 0.01], [0.4, 0.05, 0.1])
+    F, _ = cv2.findFundamentalMat(a, b, cv2.FM_8POINT)
+    cost = essential_cost(F, np.array([120.0, 180.0, 260.0]), (112.0, 112.0))
+    assert cost[1] < 1e-4 and cost[0] > 100 * cost[1] and cost[2] > 100 * cost[1]
+
+
+def test_focal_estimator_recovers_the_focal_and_skips_uninformative_pairs():
+    from recon.refine.calibrate import FocalEstimator
+
+    rng = np.random.default_rng(4)
+    est = FocalEstimator(224, 224, min_pairs=3)
+    assert not est.add_pair(*_two_views(rng, [0.0, 0.1, 0.0], [0.0, 0.0, 0.0]))  # rotation only
+    assert not est.add_pair(*_two_views(rng, [0.02, 0.1, 0.0], [0.4, 0.0, 0.1], planar=True))  # one plane
+    for k in range(3):
+        assert est.add_pair(*_two_views(rng, rng.normal(0, 0.08, 3), rng.normal(0, 0.3, 3)))
+    assert est.focal() == pytest.approx(180.0, rel=0.01)
+    # A prior pulls a weakly determined estimate, not a well determined one, much.
+    assert est.focal(prior=150.0, weight=1e-4) == pytest.approx(180.0, rel=0.02)

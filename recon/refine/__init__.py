@@ -2,7 +2,8 @@
 model's depth as a prior (see recon.refine.refiner)."""
 
 from .bundle import BundleProblem, bundle_adjust
+from .calibrate import FocalEstimator, essential_cost
 from .features import Keypoints, SiftFeatures
 from .refiner import PoseRefiner, RefineConfig
 
-__all__ = ["BundleProblem", "Keypoints", "PoseRefiner", "RefineConfig", "SiftFeatures", "bundle_adjust"]
+__all__ = ["BundleProblem", "FocalEstimator", "essential_cost", "Keypoints", "PoseRefiner", "RefineConfig", "SiftFeatures", "bundle_adjust"]

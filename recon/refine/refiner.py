@@ -11,7 +11,13 @@ against a map of landmarks:
   3. a bundle adjustment over the last `window` frames (recon.refine.bundle: reprojection +
      the model's depth as a prior) moves the poses and landmarks; the oldest frame of the
      window (and frame 0) are held, fixing the gauge; the depth priors fix the scale;
-  4. keypoints without a landmark start one, lifted with the frame's depth.
+  4. keypoints without a landmark start one, lifted with the frame's depth;
+  5. one focal length for the stream: the model's per-frame focal is off by up to 70 % on the
+     held-out scenes (docs/MODEL_CARD.md, session 8), and the cameras inherit that error. The
+     matches between the newest and the oldest frame of the window feed a Mendonca-Cipolla
+     estimate (recon.refine.calibrate), adopted, with a prior at the model's median focal, once
+     `calibration_pairs` informative pairs were seen; until then the adjustment estimates the
+     focal itself around the model's median.
 Causal: a frame's refined camera is final when it is emitted (later adjustments of the window
 do not re-emit it). Memory is bounded: landmarks unseen for `window + match_frames` frames and
 frames older than the window are dropped.
@@ -44,8 +50,11 @@ class RefineConfig:
     sigma_log_depth: float = 0.15
     outlier_px: float = 4.0  # observations farther than this after adjustment are dropped
     max_iterations: int = 15
-    self_calibrate: bool = True  # estimate the stream's focal length in the adjustment
-    sigma_log_focal: float = 0.3  # prior: the model's median focal, within ~30 %
+    calibrate: bool = True  # the stream's focal from matches (recon.refine.calibrate) once known
+    focal_prior_weight: float = 0.3  # of the model's median focal, against the mean pair cost
+    calibration_pairs: int = 5  # informative view pairs before the estimate replaces the model's
+    self_calibrate: bool = True  # until then, estimate it in the adjustment ...
+    sigma_log_focal: float = 0.3  # ... with a prior at the model's median focal, within ~30 %
 
 
 @dataclass
@@ -107,6 +116,8 @@ class PoseRefiner:
         self.stats = {"solved": 0, "chained": 0}
         self.focals: list[tuple[float, float]] = []
         self.log_focal = 0.0  # self-calibration: the stream focal over the model's median
+        self.focal_estimator = None
+        self._calibrated: float | None = None  # the estimator's focal, once it has one
 
     # -- map -----------------------------------------------------------------------------
     def _add_landmarks(self, points: np.ndarray, descriptors: np.ndarray, index: int) -> np.ndarray:
@@ -155,8 +166,28 @@ class PoseRefiner:
         (they jitter by ~5 % from frame to frame, docs/MODEL_CARD.md)."""
         self.focals.append((K[0, 0], K[1, 1]))
         K = K.copy()
-        K[0, 0], K[1, 1] = np.median(np.array(self.focals), axis=0) * np.exp(self.log_focal)
+        if self._calibrated is not None:
+            K[0, 0] = K[1, 1] = self._calibrated
+        else:
+            K[0, 0], K[1, 1] = np.median(np.array(self.focals), axis=0) * np.exp(self.log_focal)
+        for f in self.frames:  # one camera: the window's frames follow the estimate
+            f.intrinsic = K
         return K
+
+    def _calibrate(self, size: tuple[int, int]) -> None:
+        """Feed the focal estimator the matches between the newest and the oldest frame of the
+        window (shared landmarks), and adopt its focal once it has one."""
+        if not self.config.calibrate or len(self.frames) <= self.config.window:
+            return
+        if self.focal_estimator is None:
+            from .calibrate import FocalEstimator
+
+            self.focal_estimator = FocalEstimator(width=size[1], height=size[0], min_pairs=self.config.calibration_pairs)
+        old, new = self.frames[0], self.frames[-1]
+        _, i_old, i_new = np.intersect1d(old.landmark, new.landmark, return_indices=True)
+        self.focal_estimator.add_pair(old.xy[i_old], new.xy[i_new])
+        model_focal = float(np.median(np.array(self.focals)))
+        self._calibrated = self.focal_estimator.focal(model_focal, self.config.focal_prior_weight)
 
     def _depth_scale(self, extrinsic: np.ndarray, ids: np.ndarray, depth: np.ndarray) -> float:
         """The factor that brings this frame's depth to the map's scale: the median ratio of
@@ -187,7 +218,7 @@ class PoseRefiner:
             extrinsic=np.stack([f.extrinsic for f in frames]), intrinsic=np.stack([f.intrinsic for f in frames]),
             free=free, points=self.points[ids], frame=frame_of[use], point=point,
             xy=np.concatenate([f.xy for f in frames])[use], depth=np.concatenate([f.depth for f in frames])[use],
-            focal_prior=(-self.log_focal, c.sigma_log_focal) if c.self_calibrate else None,
+            focal_prior=(-self.log_focal, c.sigma_log_focal) if c.self_calibrate and self._calibrated is None else None,
         )  # fmt: skip
         extrinsic, points, error, log_focal = bundle_adjust(problem, c.sigma_px, c.sigma_log_depth, c.max_iterations)
         self.log_focal += log_focal
@@ -243,6 +274,7 @@ class PoseRefiner:
         order = np.concatenate((matched_kp, fresh))
         self.frames.append(_Frame(index, extrinsic, model_extrinsic, K, np.concatenate((matched_id, new_ids)),
                                   kp_xy[order], depth[order]))  # fmt: skip
+        self._calibrate(prediction.depth.shape)
         if len(self.frames) > 1:
             self._adjust()
         self._forget(index)
