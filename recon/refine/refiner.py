@@ -7,13 +7,16 @@ against a map of landmarks:
   1. SIFT keypoints of the frame are matched to the landmarks seen in the last `match_frames`
      frames (ratio test, mutual check);
   2. the pose comes from PnP + RANSAC on those matches (OpenCV), refined by Levenberg-Marquardt
-     on the inliers; with too few inliers, the model's own frame-to-frame motion is chained on;
+     on the inliers; with too few inliers, the model's own frame-to-frame motion is chained on.
+     The frame's depth is scaled to the map's (median ratio over the inliers): the model's
+     depth scale wanders along a stream, the map keeps frame 0's;
   3. a bundle adjustment over the last `window` frames (recon.refine.bundle: reprojection +
      the model's depth as a prior) moves the poses and landmarks; the oldest frame of the
      window (and frame 0) are held, fixing the gauge; the depth priors fix the scale;
   4. keypoints without a landmark start one, lifted with the frame's depth;
-  5. one focal length for the stream: the model's per-frame focal is off by up to 70 % on the
-     held-out scenes (docs/MODEL_CARD.md, session 8), and the cameras inherit that error. The
+  5. one focal length for the stream (square pixels, principal point kept): the model's
+     per-frame focal is off by up to 70 % on the held-out scenes (docs/MODEL_CARD.md,
+     session 8), and the cameras inherit that error. The
      matches between the newest and the oldest frame of the window feed a Mendonca-Cipolla
      estimate (recon.refine.calibrate), adopted, with a prior at the model's median focal, once
      `calibration_pairs` informative pairs were seen; until then the adjustment estimates the
@@ -142,7 +145,7 @@ class PoseRefiner:
             f.landmark = new_id[f.landmark]
 
     # -- per frame -------------------------------------------------------------------------
-    def _solve_pose(self, xy: np.ndarray, ids: np.ndarray, intrinsic: np.ndarray, guess: np.ndarray):
+    def _solve_pose(self, xy: np.ndarray, ids: np.ndarray, intrinsic: np.ndarray):
         """PnP + RANSAC of matched landmarks; returns (extrinsic or None, inlier mask)."""
         c = self.config
         if len(ids) < c.min_inliers:
@@ -253,7 +256,7 @@ class PoseRefiner:
         if self.frames:
             active = np.flatnonzero(self.last_seen >= index - c.match_frames)
             pairs = self.features.match(kp_desc, self.descriptors[active])
-            extrinsic, inlier = self._solve_pose(kp_xy[pairs[:, 0]], active[pairs[:, 1]], K, None)
+            extrinsic, inlier = self._solve_pose(kp_xy[pairs[:, 0]], active[pairs[:, 1]], K)
             matched_kp, matched_id = pairs[inlier, 0], active[pairs[inlier, 1]]
             if extrinsic is None:
                 prev = self.frames[-1]
