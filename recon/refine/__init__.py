@@ -6,4 +6,7 @@ from .calibrate import FocalEstimator, essential_cost
 from .features import Keypoints, SiftFeatures
 from .refiner import PoseRefiner, RefineConfig
 
-__all__ = ["BundleProblem", "FocalEstimator", "essential_cost", "Keypoints", "PoseRefiner", "RefineConfig", "SiftFeatures", "bundle_adjust"]
+__all__ = [
+    "BundleProblem", "FocalEstimator", "Keypoints", "PoseRefiner", "RefineConfig", "SiftFeatures", "bundle_adjust",
+    "essential_cost",
+]

@@ -51,11 +51,12 @@ def _unpack(problem: BundleProblem, x: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return R, t, x[6 * len(free) : n].reshape(-1, 3), log_focal
 
 
-def _scaled(K: np.ndarray, log_focal: float) -> np.ndarray:
+def scale_focal(K: np.ndarray, log_focal: float) -> np.ndarray:
+    """Intrinsics [..., 3, 3] with fx and fy multiplied by exp(log_focal)."""
     if log_focal == 0.0:
         return K
     K = K.copy()
-    K[:, :2, :2] *= np.exp(log_focal)
+    K[..., :2, :2] *= np.exp(log_focal)
     return K
 
 
@@ -70,7 +71,7 @@ def project(R: np.ndarray, t: np.ndarray, K: np.ndarray, X: np.ndarray) -> tuple
 def _residuals(x: np.ndarray, problem: BundleProblem, sigma_px: float, sigma_log_depth: float) -> np.ndarray:
     R, t, X, log_focal = _unpack(problem, x)
     f, p = problem.frame, problem.point
-    uv, z = project(R[f], t[f], _scaled(problem.intrinsic, log_focal)[f], X[p])
+    uv, z = project(R[f], t[f], scale_focal(problem.intrinsic, log_focal)[f], X[p])
     r_px = (uv - problem.xy) / sigma_px
     r_depth = (np.log(np.maximum(z, _MIN_Z)) - np.log(problem.depth)) / sigma_log_depth
     r = [r_px[:, 0], r_px[:, 1], r_depth]
@@ -122,7 +123,7 @@ def bundle_adjust(problem: BundleProblem, sigma_px: float = 1.0, sigma_log_depth
         x_scale="jac", max_nfev=max_iterations, args=(problem, sigma_px, sigma_log_depth),
     )  # fmt: skip
     R, t, X, log_focal = _unpack(problem, result.x)
-    K = _scaled(problem.intrinsic, log_focal)[problem.frame]
+    K = scale_focal(problem.intrinsic, log_focal)[problem.frame]
     uv, _ = project(R[problem.frame], t[problem.frame], K, X[problem.point])
     extrinsic = np.concatenate((R, t[..., None]), axis=-1)
     return extrinsic, X, np.linalg.norm(uv - problem.xy, axis=-1), log_focal

@@ -35,9 +35,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
-from .bundle import BundleProblem, bundle_adjust
+from recon.align.prediction import world_points_from_depth
+
+from .bundle import BundleProblem, bundle_adjust, scale_focal
+from .calibrate import FocalEstimator
 from .features import SiftFeatures
 
 
@@ -65,7 +67,6 @@ class _Frame:
     index: int
     extrinsic: np.ndarray  # [3, 4] refined camera-from-world
     model_extrinsic: np.ndarray  # [3, 4] the model's own
-    intrinsic: np.ndarray  # [3, 3]
     landmark: np.ndarray  # [N] landmark id per observation
     xy: np.ndarray  # [N, 2]
     depth: np.ndarray  # [N] the model's depth at xy
@@ -121,6 +122,7 @@ class PoseRefiner:
         self.log_focal = 0.0  # self-calibration: the stream focal over the model's median
         self.focal_estimator = None
         self._calibrated: float | None = None  # the estimator's focal, once it has one
+        self.intrinsic = np.eye(3)  # the stream's camera (set by the first frame)
 
     # -- map -----------------------------------------------------------------------------
     def _add_landmarks(self, points: np.ndarray, descriptors: np.ndarray, index: int) -> np.ndarray:
@@ -173,8 +175,7 @@ class PoseRefiner:
             K[0, 0] = K[1, 1] = self._calibrated
         else:
             K[0, 0], K[1, 1] = np.median(np.array(self.focals), axis=0) * np.exp(self.log_focal)
-        for f in self.frames:  # one camera: the window's frames follow the estimate
-            f.intrinsic = K
+        self.intrinsic = K  # one camera: every frame of the window uses it
         return K
 
     def _calibrate(self, size: tuple[int, int]) -> None:
@@ -183,9 +184,7 @@ class PoseRefiner:
         if not self.config.calibrate or len(self.frames) <= self.config.window:
             return
         if self.focal_estimator is None:
-            from .calibrate import FocalEstimator
-
-            self.focal_estimator = FocalEstimator(width=size[1], height=size[0], min_pairs=self.config.calibration_pairs)
+            self.focal_estimator = FocalEstimator(size[1], size[0], min_pairs=self.config.calibration_pairs)
         old, new = self.frames[0], self.frames[-1]
         _, i_old, i_new = np.intersect1d(old.landmark, new.landmark, return_indices=True)
         self.focal_estimator.add_pair(old.xy[i_old], new.xy[i_new])
@@ -218,15 +217,15 @@ class PoseRefiner:
             return
         ids, point = np.unique(landmark[use], return_inverse=True)
         problem = BundleProblem(
-            extrinsic=np.stack([f.extrinsic for f in frames]), intrinsic=np.stack([f.intrinsic for f in frames]),
+            extrinsic=np.stack([f.extrinsic for f in frames]),
+            intrinsic=np.broadcast_to(self.intrinsic, (len(frames), 3, 3)),
             free=free, points=self.points[ids], frame=frame_of[use], point=point,
             xy=np.concatenate([f.xy for f in frames])[use], depth=np.concatenate([f.depth for f in frames])[use],
             focal_prior=(-self.log_focal, c.sigma_log_focal) if c.self_calibrate and self._calibrated is None else None,
         )  # fmt: skip
         extrinsic, points, error, log_focal = bundle_adjust(problem, c.sigma_px, c.sigma_log_depth, c.max_iterations)
         self.log_focal += log_focal
-        for f in frames:
-            f.intrinsic = _rescale(f.intrinsic, log_focal)
+        self.intrinsic = scale_focal(self.intrinsic, log_focal)
         for k, f in enumerate(frames):
             f.extrinsic = extrinsic[k]
         self.points[ids] = points
@@ -275,28 +274,16 @@ class PoseRefiner:
         self.descriptors[matched_id] = kp_desc[matched_kp]
         self.last_seen[matched_id] = index
         order = np.concatenate((matched_kp, fresh))
-        self.frames.append(_Frame(index, extrinsic, model_extrinsic, K, np.concatenate((matched_id, new_ids)),
+        self.frames.append(_Frame(index, extrinsic, model_extrinsic, np.concatenate((matched_id, new_ids)),
                                   kp_xy[order], depth[order]))  # fmt: skip
         self._calibrate(prediction.depth.shape)
         if len(self.frames) > 1:
             self._adjust()
         self._forget(index)
-        last = self.frames[-1]
+        extrinsic, K = self.frames[-1].extrinsic, self.intrinsic
+        world_points = world_points_from_depth(np.asarray(prediction.depth, np.float64), extrinsic, K)
         return dataclasses.replace(
-            prediction, extrinsic=last.extrinsic.astype(np.float32), intrinsic=last.intrinsic.astype(np.float32),
-            intrinsic_original=np.asarray(prediction.transform.intrinsics_to_original(last.intrinsic), np.float32),
-            world_points=_world_points(prediction.depth, last.extrinsic, last.intrinsic),
+            prediction, extrinsic=extrinsic.astype(np.float32), intrinsic=K.astype(np.float32),
+            intrinsic_original=np.asarray(prediction.transform.intrinsics_to_original(K), np.float32),
+            world_points=world_points.astype(np.float32),
         )  # fmt: skip
-
-
-def _rescale(K: np.ndarray, log_focal: float) -> np.ndarray:
-    K = K.copy()
-    K[:2, :2] *= np.exp(log_focal)
-    return K
-
-
-def _world_points(depth: np.ndarray, extrinsic: np.ndarray, intrinsic: np.ndarray) -> np.ndarray:
-    from recon.align import unproject_depth
-
-    as_t = lambda a: torch.from_numpy(np.asarray(a, np.float64))  # noqa: E731
-    return unproject_depth(as_t(depth), as_t(extrinsic), as_t(intrinsic)).numpy().astype(np.float32)
