@@ -42,15 +42,66 @@ def _run_sequence(rec, sequence, name: str, progress: bool) -> dict:
     return metrics
 
 
-def run_benchmark(rec, frames: int = 48, size: int = 224, tum: str | os.PathLike | None = TUM_FRAMES,
-                  colmap: bool = False, progress: bool = False) -> dict:  # fmt: skip
+def _scene_row(rec, scene: tuple[int, str, str], frames: int, size: int, progress: bool) -> dict:
     from recon.datasets.synthetic import SyntheticSequence
 
-    rows = []
-    for seed, family, trajectory in BENCHMARK_SCENES:
-        seq = SyntheticSequence(seed, frames, height=size, width=size, family=family, trajectory=trajectory)
-        row = _run_sequence(rec, seq, f"{family}-{trajectory}-{seed}", progress)
-        rows.append({"family": family, "trajectory": trajectory, **row})
+    seed, family, trajectory = scene
+    seq = SyntheticSequence(seed, frames, height=size, width=size, family=family, trajectory=trajectory)
+    return {"family": family, "trajectory": trajectory,
+            **_run_sequence(rec, seq, f"{family}-{trajectory}-{seed}", progress)}  # fmt: skip
+
+
+def make_reconstructor(spec: dict):
+    """The benchmark's Reconstructor from plain options (model, preset, memory, device, size,
+    refine), so that worker processes can build their own."""
+    from .checkpoint import load_model
+    from .session import Reconstructor
+
+    model, _ = load_model(spec["model"], preset=spec.get("preset"), device=spec["device"])
+    return Reconstructor(model, memory=spec["memory"], device=spec["device"], width=spec["size"],
+                         refine=spec.get("refine", False))  # fmt: skip
+
+
+def _worker_rows(spec: dict, scenes: list, frames: int, threads: int) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(threads)
+    rec = make_reconstructor(spec)
+    return [_scene_row(rec, scene, frames, spec["size"], False) for scene in scenes]
+
+
+def _parallel_rows(spec: dict, frames: int, jobs: int) -> list[dict]:
+    """The synthetic scenes spread over `jobs` processes (scene i to process i % jobs), each
+    with its own model and a share of the CPU threads. The refiner and the renderer are
+    CPU-bound and serial per stream, so this is what keeps a GPU busy with --refine."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    jobs = min(jobs, len(BENCHMARK_SCENES))
+    threads = max(1, torch.get_num_threads() // jobs)
+    shares = [list(BENCHMARK_SCENES[j::jobs]) for j in range(jobs)]
+    # spawn: CUDA cannot be used in a forked child.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_worker_rows, [spec] * jobs, shares, [frames] * jobs, [threads] * jobs))
+    rows: list[dict] = [{}] * len(BENCHMARK_SCENES)
+    for j, share_rows in enumerate(results):
+        rows[j::jobs] = share_rows
+    return rows
+
+
+def run_benchmark(rec, frames: int = 48, size: int = 224, tum: str | os.PathLike | None = TUM_FRAMES,
+                  colmap: bool = False, progress: bool = False, jobs: int = 1,
+                  spec: dict | None = None) -> dict:  # fmt: skip
+    """Run every benchmark scene through `rec` (or, with jobs > 1, through reconstructors that
+    worker processes build from `spec`, see make_reconstructor) and the TUM frames through `rec`."""
+    if jobs > 1:
+        if spec is None:
+            raise ValueError("run_benchmark: jobs > 1 needs the reconstructor's spec")
+        rows = _parallel_rows(spec, frames, jobs)
+    else:
+        rows = [_scene_row(rec, scene, frames, size, progress) for scene in BENCHMARK_SCENES]
     synthetic = {k: float(np.nanmean([r[k] for r in rows])) for k in ("ate_pct_of_path", "depth_abs_rel",
                                                                          "depth_delta1", "rpe_rot_rmse_deg")}  # fmt: skip
     result = {"frames": frames, "size": size, "synthetic_mean": synthetic, "synthetic": rows}
@@ -95,9 +146,6 @@ def format_table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from .checkpoint import load_model
-    from .session import Reconstructor
-
     p = argparse.ArgumentParser(prog="recon benchmark", description="The frozen held-out benchmark.")
     p.add_argument("--model", default="tiny")
     p.add_argument("--preset")
@@ -107,11 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--colmap", action="store_true", help="also run the pycolmap SfM baseline on the TUM frames")
     p.add_argument("--refine", action="store_true", help="refine the cameras (recon.refine); the files get a _refine suffix")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes for the synthetic scenes (each loads the model; default 1)")
     p.add_argument("--out", default="benchmark_out")
     args = p.parse_args(argv)
-    model, _ = load_model(args.model, preset=args.preset, device=args.device)
-    rec = Reconstructor(model, memory=args.memory, device=args.device, width=args.size, refine=args.refine)
-    result = run_benchmark(rec, args.frames, args.size, colmap=args.colmap)
+    spec = {"model": args.model, "preset": args.preset, "memory": args.memory, "device": args.device,
+            "size": args.size, "refine": args.refine}  # fmt: skip
+    rec = make_reconstructor(spec)
+    result = run_benchmark(rec, args.frames, args.size, colmap=args.colmap, jobs=args.jobs, spec=spec)
     result.update(model=args.model, memory=args.memory, refine=args.refine)
     name = f"benchmark_{args.memory}" + ("_refine" if args.refine else "")
     from recon.eval import write_json
