@@ -72,7 +72,7 @@ class Reconstructor:
         (recon.fastpath; default on for CUDA, where it applies to bounded strategies).
         refine: re-solve each camera against a feature map with bundle adjustment, the model's
         depth as a prior (recon.refine; True or a RefineConfig). Subscribers then see the
-        refined cameras, intrinsics and world points."""
+        refined cameras, intrinsics and world points (from the source `world_points` names)."""
         self.device = resolve_device(device)
         self.model = prepare_model(model, self.device, precision, world_points)
         self.precision = self.model.precision
@@ -89,7 +89,8 @@ class Reconstructor:
         if refine:
             from .refine import PoseRefiner, RefineConfig
 
-            self.refiner = PoseRefiner(refine if isinstance(refine, RefineConfig) else None)
+            config = refine if isinstance(refine, RefineConfig) else None
+            self.refiner = PoseRefiner(config, world_points=world_points)
 
     def _refined(self, predictions: list[FramePrediction]) -> list[FramePrediction]:
         if self.refiner is None:

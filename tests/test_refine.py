@@ -12,6 +12,7 @@ from scipy.spatial.transform import Rotation
 from recon.datasets.synthetic import render_batch
 from recon.preprocess import preprocess_frame
 from recon.refine import BundleProblem, PoseRefiner, RefineConfig, SiftFeatures, bundle_adjust
+from recon.align.prediction import world_points_from_depth
 from recon.refine.refiner import lift, sample_depth
 from recon.session import FramePrediction
 
@@ -145,7 +146,7 @@ def test_refiner_self_calibrates_a_wrong_focal(clip):
 
 
 def test_refiner_chains_the_model_motion_without_features_and_stays_bounded(clip):
-    config = RefineConfig(window=3, match_frames=2)
+    config = RefineConfig(window=3, match_frames=2, focal_history=5)
     refiner = PoseRefiner(config)
     blank = dict(clip)
     blank["images"] = np.full_like(clip["images"], 0.5)  # nothing to detect
@@ -161,6 +162,7 @@ def test_refiner_chains_the_model_motion_without_features_and_stays_bounded(clip
         refiner.refine(_prediction(clip, i, np.eye(4)[:3]))
     assert len(refiner.frames) <= config.window + 1
     assert len(refiner.points) < (config.window + config.match_frames + 2) * refiner.config.max_features
+    assert len(refiner.focals) == config.focal_history
 
 
 def test_session_hands_subscribers_refined_predictions(clip):
@@ -185,6 +187,31 @@ def test_session_hands_subscribers_refined_predictions(clip):
     assert np.allclose(p.world_points[20, 10], X[0], atol=1e-4)
     refined.reset()
     assert refined.refiner.frames == [] and refined.refiner.stats == {"solved": 0, "chained": 0}
+
+
+def test_refined_head_points_keep_their_geometry_in_the_refined_camera(clip):
+    """With world_points="head" the point head's points are moved with the camera, not
+    replaced by unprojected depth."""
+    from recon.checkpoint import load_model
+    from recon.session import Reconstructor
+
+    model, _ = load_model("tiny")  # shipped weights: depth good enough to re-solve the camera
+    plain = Reconstructor(model, memory="full", device="cpu", world_points="head")
+    refined = Reconstructor(model, memory="full", device="cpu", world_points="head", refine=True)
+    frames = [(clip["images"][i].transpose(1, 2, 0) * 255).astype(np.uint8) for i in range(3)]
+    a = [plain.push(f)[0] for f in frames][2]
+    b = [refined.push(f)[0] for f in frames][2]
+
+    def in_camera(p):
+        E = p.extrinsic.astype(np.float64)
+        return p.world_points.astype(np.float64) @ E[:, :3].T + E[:, 3]
+
+    assert refined.refiner.stats["solved"] == 2
+    assert not np.allclose(a.extrinsic, b.extrinsic, atol=1e-3)  # the camera was re-solved
+    assert np.allclose(in_camera(a), in_camera(b), atol=1e-4)
+    unprojected = world_points_from_depth(b.depth.astype(np.float64), b.extrinsic.astype(np.float64),
+                                          b.intrinsic.astype(np.float64))  # fmt: skip
+    assert not np.allclose(b.world_points, unprojected, atol=1e-2)  # head points, not depth
 
 
 def _two_views(rng, rotvec, translation, focal=180.0, n=200, planar=False):

@@ -23,7 +23,12 @@ against a map of landmarks:
      focal itself around the model's median.
 Causal: a frame's refined camera is final when it is emitted (later adjustments of the window
 do not re-emit it). Memory is bounded: landmarks unseen for `window + match_frames` frames and
-frames older than the window are dropped.
+frames older than the window are dropped; the model's focal lengths are kept for the last
+`focal_history` frames.
+
+World points: with world_points="depth" they are the model's depth unprojected through the
+refined camera; with "head" (the point-map head's) each frame's points are carried rigidly
+from the model's camera to the refined one, keeping the head's geometry.
 
 The world stays the model's: first camera at the origin, the model's metric scale.
 """
@@ -31,6 +36,7 @@ The world stays the model's: first camera at the origin, the model's metric scal
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from dataclasses import dataclass
 
 import cv2
@@ -60,6 +66,7 @@ class RefineConfig:
     calibration_pairs: int = 5  # informative view pairs before the estimate replaces the model's
     self_calibrate: bool = True  # until then, estimate it in the adjustment ...
     sigma_log_focal: float = 0.3  # ... with a prior at the model's median focal, within ~30 %
+    focal_history: int = 256  # frames whose model focal lengths the running median takes
 
 
 @dataclass
@@ -107,8 +114,11 @@ class PoseRefiner:
     """`refine(prediction) -> prediction` with the camera re-solved (see the module doc).
     Frames must come in stream order; `reset()` starts a new stream."""
 
-    def __init__(self, config: RefineConfig | None = None) -> None:
+    def __init__(self, config: RefineConfig | None = None, world_points: str = "depth") -> None:
+        if world_points not in ("depth", "head"):
+            raise ValueError(f"world_points must be 'depth' or 'head', got {world_points!r}")
         self.config = config or RefineConfig()
+        self.world_points = world_points
         self.features = SiftFeatures(self.config.max_features, self.config.ratio)
         self.reset()
 
@@ -118,7 +128,7 @@ class PoseRefiner:
         self.descriptors = np.zeros((0, 128), np.float32)
         self.last_seen = np.zeros(0, np.int64)
         self.stats = {"solved": 0, "chained": 0}
-        self.focals: list[tuple[float, float]] = []
+        self.focals: deque[tuple[float, float]] = deque(maxlen=self.config.focal_history)
         self.log_focal = 0.0  # self-calibration: the stream focal over the model's median
         self.focal_estimator = None
         self._calibrated: float | None = None  # the estimator's focal, once it has one
@@ -281,7 +291,12 @@ class PoseRefiner:
             self._adjust()
         self._forget(index)
         extrinsic, K = self.frames[-1].extrinsic, self.intrinsic
-        world_points = world_points_from_depth(np.asarray(prediction.depth, np.float64), extrinsic, K)
+        if self.world_points == "head":  # model world -> model camera -> refined world
+            to_refined = _compose(_invert(extrinsic), model_extrinsic)
+            points = np.asarray(prediction.world_points, np.float64)
+            world_points = points @ to_refined[:, :3].T + to_refined[:, 3]
+        else:
+            world_points = world_points_from_depth(np.asarray(prediction.depth, np.float64), extrinsic, K)
         return dataclasses.replace(
             prediction, extrinsic=extrinsic.astype(np.float32), intrinsic=K.astype(np.float32),
             intrinsic_original=np.asarray(prediction.transform.intrinsics_to_original(K), np.float32),
