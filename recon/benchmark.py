@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,12 +64,22 @@ def make_reconstructor(spec: dict):
                          refine=spec.get("refine", False))  # fmt: skip
 
 
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _worker_rows(spec: dict, scenes: list, frames: int, threads: int) -> list[dict]:
+    import cv2
     import torch
 
     torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
     rec = make_reconstructor(spec)
-    return [_scene_row(rec, scene, frames, spec["size"], False) for scene in scenes]
+    rows = []
+    for scene in scenes:
+        start = time.perf_counter()
+        rows.append(_scene_row(rec, scene, frames, spec["size"], False))
+        print(f"{rows[-1]['sequence']}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return rows
 
 
 def _parallel_rows(spec: dict, frames: int, jobs: int) -> list[dict]:
@@ -82,9 +94,19 @@ def _parallel_rows(spec: dict, frames: int, jobs: int) -> list[dict]:
     jobs = min(jobs, len(BENCHMARK_SCENES))
     threads = max(1, torch.get_num_threads() // jobs)
     shares = [list(BENCHMARK_SCENES[j::jobs]) for j in range(jobs)]
-    # spawn: CUDA cannot be used in a forked child.
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(_worker_rows, [spec] * jobs, shares, [frames] * jobs, [threads] * jobs))
+    # Each worker's BLAS/OpenMP pools must be sized before it imports numpy, i.e. through the
+    # environment it is spawned with: N workers with a pool per core each thrash.
+    saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
+    os.environ.update({k: str(threads) for k in _THREAD_VARIABLES})
+    try:  # spawn: CUDA cannot be used in a forked child
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_worker_rows, [spec] * jobs, shares, [frames] * jobs, [threads] * jobs))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     rows: list[dict] = [{}] * len(BENCHMARK_SCENES)
     for j, share_rows in enumerate(results):
         rows[j::jobs] = share_rows
