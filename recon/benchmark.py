@@ -95,7 +95,7 @@ def _parallel_rows(spec: dict, frames: int, jobs: int) -> list[dict]:
     threads = max(1, torch.get_num_threads() // jobs)
     shares = [list(BENCHMARK_SCENES[j::jobs]) for j in range(jobs)]
     # Each worker's BLAS/OpenMP pools must be sized before it imports numpy, i.e. through the
-    # environment it is spawned with: N workers with a pool per core each thrash.
+    # environment it is spawned with; otherwise every worker starts a pool as wide as the machine.
     saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
     os.environ.update({k: str(threads) for k in _THREAD_VARIABLES})
     try:  # spawn: CUDA cannot be used in a forked child
@@ -121,7 +121,7 @@ def run_benchmark(rec, frames: int = 48, size: int = 224, tum: str | os.PathLike
     if jobs > 1:
         if spec is None:
             raise ValueError("run_benchmark: jobs > 1 needs the reconstructor's spec")
-        rows = _parallel_rows(spec, frames, jobs)
+        rows = _parallel_rows({**spec, "size": size}, frames, jobs)
     else:
         rows = [_scene_row(rec, scene, frames, size, progress) for scene in BENCHMARK_SCENES]
     synthetic = {k: float(np.nanmean([r[k] for r in rows])) for k in ("ate_pct_of_path", "depth_abs_rel",
