@@ -90,10 +90,10 @@ def _sparsity(problem: BundleProblem) -> coo_matrix:
     n_pose = 6 * int(problem.free.sum())
     rows, cols = [], []
     obs = np.arange(M)
+    pose_col = column[problem.frame]
+    has_pose = pose_col >= 0
     for block in range(3):  # u, v and log-depth rows
         r = block * M + obs
-        pose_col = column[problem.frame]
-        has_pose = pose_col >= 0
         for k in range(6):
             rows.append(r[has_pose])
             cols.append(pose_col[has_pose] + k)

@@ -256,7 +256,8 @@ class PoseRefiner:
         K = self._stream_intrinsic(np.asarray(prediction.intrinsic, np.float64))
         model_extrinsic = np.asarray(prediction.extrinsic, np.float64)
         kp = self.features.detect(prediction.image)
-        depth = sample_depth(np.asarray(prediction.depth, np.float64), kp.xy)
+        depth_map = np.asarray(prediction.depth, np.float64)
+        depth = sample_depth(depth_map, kp.xy)
         good = np.isfinite(depth) & (depth > 0)
         kp_xy, kp_desc, depth = kp.xy[good], kp.descriptors[good], depth[good]
 
@@ -286,7 +287,7 @@ class PoseRefiner:
         order = np.concatenate((matched_kp, fresh))
         self.frames.append(_Frame(index, extrinsic, model_extrinsic, np.concatenate((matched_id, new_ids)),
                                   kp_xy[order], depth[order]))  # fmt: skip
-        self._calibrate(prediction.depth.shape)
+        self._calibrate(depth_map.shape)
         if len(self.frames) > 1:
             self._adjust()
         self._forget(index)
@@ -296,7 +297,7 @@ class PoseRefiner:
             points = np.asarray(prediction.world_points, np.float64)
             world_points = points @ to_refined[:, :3].T + to_refined[:, 3]
         else:
-            world_points = world_points_from_depth(np.asarray(prediction.depth, np.float64), extrinsic, K)
+            world_points = world_points_from_depth(depth_map, extrinsic, K)
         return dataclasses.replace(
             prediction, extrinsic=extrinsic.astype(np.float32), intrinsic=K.astype(np.float32),
             intrinsic_original=np.asarray(prediction.transform.intrinsics_to_original(K), np.float32),
