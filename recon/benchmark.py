@@ -37,7 +37,8 @@ def _run_sequence(rec, sequence, name: str, progress: bool) -> dict:
 
     rec.reset()
     evaluator = SequenceEvaluator(name)
-    summary = run_stream(SequenceSource(sequence), rec, on_prediction=evaluator.add, progress=progress)
+    summary = run_stream(SequenceSource(sequence), rec, on_prediction=evaluator.add,
+                         on_revision=evaluator.revise, progress=progress)  # fmt: skip
     metrics = evaluator.compute()
     metrics.pop("_results")
     metrics["fps"] = summary.fps
@@ -55,13 +56,17 @@ def _scene_row(rec, scene: tuple[int, str, str], frames: int, size: int, progres
 
 def make_reconstructor(spec: dict):
     """The benchmark's Reconstructor from plain options (model, preset, memory, device, size,
-    refine), so that worker processes can build their own."""
+    refine, final_frames), so that worker processes can build their own."""
     from .checkpoint import load_model
     from .session import Reconstructor
 
     model, _ = load_model(spec["model"], preset=spec.get("preset"), device=spec["device"])
-    return Reconstructor(model, memory=spec["memory"], device=spec["device"], width=spec["size"],
-                         refine=spec.get("refine", False))  # fmt: skip
+    refine = False
+    if spec.get("refine", False):
+        from .refine import RefineConfig
+
+        refine = RefineConfig(final_frames=spec.get("final_frames", RefineConfig.final_frames))
+    return Reconstructor(model, memory=spec["memory"], device=spec["device"], width=spec["size"], refine=refine)
 
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -177,16 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--colmap", action="store_true", help="also run the pycolmap SfM baseline on the TUM frames")
     p.add_argument("--refine", action="store_true", help="refine the cameras (recon.refine); the files get a _refine suffix")
+    p.add_argument("--final-frames", type=int, default=64,
+                   help="with --refine: frames of the end-of-stream adjustment (default 64; 0: off, the "
+                        "streamed results are scored, files get a _streamed suffix)")
     p.add_argument("--jobs", type=int, default=1,
                    help="worker processes for the synthetic scenes (each loads the model; default 1)")
     p.add_argument("--out", default="benchmark_out")
     args = p.parse_args(argv)
     spec = {"model": args.model, "preset": args.preset, "memory": args.memory, "device": args.device,
-            "size": args.size, "refine": args.refine}  # fmt: skip
+            "size": args.size, "refine": args.refine, "final_frames": args.final_frames}  # fmt: skip
     rec = make_reconstructor(spec)
     result = run_benchmark(rec, args.frames, args.size, colmap=args.colmap, jobs=args.jobs, spec=spec)
     result.update(model=args.model, memory=args.memory, refine=args.refine)
-    name = f"benchmark_{args.memory}" + ("_refine" if args.refine else "")
+    name = f"benchmark_{args.memory}"
+    if args.refine:
+        result["final_frames"] = args.final_frames
+        name += "_refine" if args.final_frames > 0 else "_refine_streamed"
     from recon.eval import write_json
 
     from .atomic import write_text_atomic

@@ -42,6 +42,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine", action="store_true",
                    help="re-solve each camera against a SIFT landmark map by PnP and windowed bundle adjustment, "
                         "the model's depth as a prior (recon.refine; ~0.1 s a frame on the CPU)")
+    p.add_argument("--final-frames", type=int, default=64,
+                   help="with --refine: at the end of the stream, adjust the last N frames together and fit "
+                        "their depth to the adjusted landmarks; the exports get the revised frames "
+                        "(default: 64; 0: off)")
 
 
 def _add_output_args(p: argparse.ArgumentParser, default_export: str = "ply,traj") -> None:
@@ -71,7 +75,18 @@ def _reconstructor(args):
         if args.budget_frames is not None:
             options["budget_frames"] = args.budget_frames
     return Reconstructor(model, memory=args.memory, device=device, width=args.width, precision=args.precision,
-                         world_points=args.points_from, refine=args.refine, **options)
+                         world_points=args.points_from, refine=_refine_config(args), **options)
+
+
+def _refine_config(args):
+    """False, or the refiner's settings from --refine / --final-frames."""
+    if args.final_frames < 0:
+        raise ValueError(f"--final-frames must be 0 or more, got {args.final_frames}")
+    if not args.refine:
+        return False
+    from .refine import RefineConfig
+
+    return RefineConfig(final_frames=args.final_frames)
 
 
 def _exporter(args):
@@ -144,7 +159,7 @@ def cmd_demo(args) -> int:
     evaluator = SequenceEvaluator(f"synthetic-{args.seed}")
     viewer = _viewer(args, default_rrd=str(out / "recording.rrd"))
     summary = run_stream(SequenceSource(sequence), rec, viewer=viewer, exporter=exporter,
-                         on_prediction=evaluator.add, progress=not args.quiet)  # fmt: skip
+                         on_prediction=evaluator.add, on_revision=evaluator.revise, progress=not args.quiet)  # fmt: skip
     if viewer is not None and viewer.rrd is not None:
         summary.outputs["recording"] = viewer.rrd
     metrics = evaluator.compute()
@@ -169,7 +184,7 @@ def cmd_eval(args) -> int:
     rec = _reconstructor(args)
     evaluator = SequenceEvaluator(Path(args.dataset).name)
     summary = run_stream(SequenceSource(sequence, max_frames=args.max_frames), rec, exporter=exporter,
-                         on_prediction=evaluator.add, progress=not args.quiet)  # fmt: skip
+                         on_prediction=evaluator.add, on_revision=evaluator.revise, progress=not args.quiet)  # fmt: skip
     metrics = evaluator.compute()
     summary.outputs.update(evaluator.write(out, metrics))
     _report(summary, what="eval: ")

@@ -29,17 +29,31 @@ class SequenceEvaluator:
         self._gt_extrinsics: list[np.ndarray] = []
         self._pred_depth: list[np.ndarray] = []
         self._gt_depth: list[np.ndarray] = []
+        self._slot: dict[int, tuple[int | None, int | None]] = {}  # frame index -> (camera, depth) entry
         self.frames = 0
 
     def add(self, pred: FramePrediction, frame: Frame) -> None:
         self.frames += 1
+        camera = depth = None
         if frame.extrinsic is not None:
+            camera = len(self._pred_extrinsics)
             self._times.append(pred.timestamp)
             self._pred_extrinsics.append(np.asarray(pred.extrinsic, np.float64))
             self._gt_extrinsics.append(np.asarray(frame.extrinsic, np.float64))
         if frame.depth is not None and len(self._pred_depth) < self.max_depth_frames:
+            depth = len(self._pred_depth)
             self._pred_depth.append(pred.depth.astype(np.float32))
             self._gt_depth.append(depth_to_model(frame.depth, pred.transform))
+        self._slot[pred.index] = (camera, depth)
+
+    def revise(self, pred: FramePrediction) -> None:
+        """Score a revised prediction (recon.pipeline's on_revision) in place of the frame's
+        earlier one; frames never added are ignored."""
+        camera, depth = self._slot.get(pred.index, (None, None))
+        if camera is not None:
+            self._pred_extrinsics[camera] = np.asarray(pred.extrinsic, np.float64)
+        if depth is not None:
+            self._pred_depth[depth] = pred.depth.astype(np.float32)
 
     def compute(self) -> dict:
         """Metrics as plain numbers (and the raw result objects under "_results")."""

@@ -1,9 +1,13 @@
 """The main loop: a frame source feeds the session; subscribers consume the predictions.
 
     source -> Reconstructor.step -> FramePrediction -> viewer / exporter / evaluator
+    end of stream -> Reconstructor.finish -> revised FramePredictions -> the same subscribers
 
 Subscribers never see the model. Ctrl-C or a camera that disconnects ends the loop, and
-the exports are still written for the frames processed so far.
+the exports are still written for the frames processed so far. A revision (the refiner's
+final adjustment, recon.refine) replaces the predictions of frames already delivered, by index:
+`exporter.revise(predictions)`, `viewer.revise(predictions)` where the viewer has it, and
+`on_revision(prediction)` for each.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class RunSummary:
     dropped: int = 0
     disconnected: bool = False
     interrupted: bool = False
+    revised: int = 0  # frames the end-of-stream adjustment revised
     outputs: dict = field(default_factory=dict)
 
     @property
@@ -70,6 +75,7 @@ def run_stream(
     viewer=None,
     exporter=None,
     on_prediction: Callable[[FramePrediction, Frame], None] | None = None,
+    on_revision: Callable[[FramePrediction], None] | None = None,
     progress: bool = True,
 ) -> RunSummary:
     summary = RunSummary()
@@ -99,6 +105,23 @@ def run_stream(
     # Live cameras: no read-ahead (a prefetched frame would be older when its turn comes).
     frames = ((f, f.image) for f in source) if getattr(source, "live", False) else prefetch(
         source, lambda f: reconstructor.preprocess(f.image))  # fmt: skip
+    def revise() -> None:
+        start = time.perf_counter()
+        revised = reconstructor.finish()
+        if not revised:
+            return
+        summary.revised = len(revised)
+        if progress:
+            sys.stderr.write(f"final adjustment: {len(revised)} frames revised in {time.perf_counter() - start:.1f} s\n")
+        if exporter is not None:
+            exporter.revise(revised)
+        if viewer is not None and hasattr(viewer, "revise"):
+            viewer.revise(revised)
+        if on_revision is not None:
+            for pred in revised:
+                on_revision(pred)
+
+    ended = False  # the stream ended (or was stopped): the end-of-stream adjustment may run
     try:
         for frame, image in frames:
             pending.append(frame)
@@ -106,8 +129,9 @@ def run_stream(
                 deliver(pred)
         for pred in reconstructor.flush():
             deliver(pred)
+        ended = True
     except KeyboardInterrupt:
-        summary.interrupted = True
+        summary.interrupted = ended = True
     finally:
         closer = getattr(frames, "close", None)
         if closer is not None:  # stop the prefetch thread before the source is closed under it
@@ -120,6 +144,11 @@ def run_stream(
         if close is not None:
             close()
         try:
+            if ended:
+                try:
+                    revise()
+                except KeyboardInterrupt:  # a second Ctrl-C: keep the streamed results
+                    summary.interrupted = True
             if exporter is not None:
                 summary.outputs.update(exporter.finalize())
         finally:

@@ -159,6 +159,13 @@ class Reconstructor:
         """End of stream: the predictions still held back (the last, short window)."""
         return self._refined(self.state.flush()) if self.windowed else []
 
+    def finish(self) -> list[FramePrediction]:
+        """After `flush()`: with `refine`, the refiner's end-of-stream adjustment revises the last
+        frames (cameras, intrinsics, depth, world points; recon.refine.PoseRefiner.finish) and
+        its map starts over; [] without. Frames keep their index: a revision replaces the frame's
+        earlier prediction (recon.pipeline.run_stream hands them to the subscribers)."""
+        return self.refiner.finish() if self.refiner is not None else []
+
     @torch.inference_mode()
     def step(self, frame, timestamp: float | None = None, bgr: bool = False) -> FramePrediction:
         """Consume one frame (HxW[xC] array, see recon.preprocess) and predict its geometry."""

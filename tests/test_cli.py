@@ -58,7 +58,7 @@ def test_run_with_refine_writes_the_refined_trajectory(tmp_path, small_model, fr
 
 
 @pytest.mark.parametrize("case", ["missing_path", "empty_folder", "corrupt_video", "webcam", "unknown_preset",
-                                  "wrong_checkpoint", "unwritable_out", "two_budgets"])
+                                  "wrong_checkpoint", "unwritable_out", "two_budgets", "negative_final_frames"])
 def test_bad_input_one_line_error(tmp_path, capsys, small_model, frames_dir, case):
     model = small_model
     source = str(frames_dir)
@@ -83,6 +83,8 @@ def test_bad_input_one_line_error(tmp_path, capsys, small_model, frames_dir, cas
         out = ["--out", str(tmp_path / "file" / "sub")]
     elif case == "two_budgets":
         out = ["--memory", "rolling", "--budget-mb", "10", "--budget-frames", "4"]
+    elif case == "negative_final_frames":
+        out = ["--refine", "--final-frames", "-1"]
     code, err = _run(capsys, "run", source, "--model", model, "--width", "70", "--quiet", *out)
     assert code == EXIT_ERROR
     assert len(err) == 1 and err[0].startswith("recon: error: "), err

@@ -4,16 +4,21 @@ for a good model; the model's cameras are replaced by wrong ones that the refine
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
 from recon.datasets.synthetic import render_batch
+from recon.datasets.trajectory import Trajectory
+from recon.eval import sim3_scores
 from recon.preprocess import preprocess_frame
 from recon.refine import BundleProblem, PoseRefiner, RefineConfig, SiftFeatures, bundle_adjust
 from recon.align.prediction import world_points_from_depth
-from recon.refine.refiner import lift, sample_depth
+from recon.refine.depth_fit import fit_depth, sample_depth
+from recon.refine.refiner import lift
 from recon.session import FramePrediction
 
 
@@ -63,6 +68,90 @@ def test_sample_depth_is_bilinear_at_pixel_centres():
     assert got[2] == pytest.approx(0.5)  # halfway between pixels (0, 0) and (0, 1)
     assert got[3] == pytest.approx((0 + 1 + 4 + 5) / 4)
     assert np.isnan(got[4]) and np.isnan(got[5])  # outside the pixel-centre grid
+
+
+def test_fit_depth_corrects_each_surface_from_its_own_measurements():
+    """Two surfaces, each off by its own factor; sparse true depths on both bring the map back,
+    and the range term keeps one surface's correction off the other."""
+    H, W = 64, 96
+    truth = np.where(np.arange(W)[None, :] < 48, 2.0, 5.0) * np.ones((H, 1))
+    model = truth * np.where(np.arange(W)[None, :] < 48, 1.25, 0.8)
+    model[5, 7] = np.nan
+    rng = np.random.default_rng(0)
+    xy = np.stack((rng.uniform(2, 44, 40), rng.uniform(2, 62, 40)), 1)  # many on the left ...
+    right = np.stack(np.meshgrid([60.5, 84.5], [10.5, 32.5, 54.5]), -1).reshape(-1, 2)  # ... six on the right
+    xy = np.concatenate((xy, right))
+    fitted = fit_depth(model, xy, sample_depth(truth, xy))
+    assert np.isnan(fitted[5, 7])  # invalid pixels stay invalid
+    ok = np.isfinite(fitted)
+    # Each surface takes its own factor, even next to the step where the other's measurements are near.
+    assert np.abs(fitted[ok] / truth[ok] - 1).max() < 5e-3
+    blurred = fit_depth(model, xy, sample_depth(truth, xy), sigma_log=1e3)  # no range term
+    assert np.abs(blurred[ok] / truth[ok] - 1).max() > 0.05
+    # Without measurements the depth comes back unchanged; zero weights count as none.
+    assert np.array_equal(fit_depth(model, xy[:0], np.zeros(0)), model, equal_nan=True)
+    assert np.array_equal(fit_depth(model, xy, sample_depth(truth, xy), np.zeros(len(xy))), model, equal_nan=True)
+
+
+def test_fit_depth_falls_back_to_the_median_ratio_far_from_measurements():
+    model = np.full((40, 200), 3.0)
+    xy = np.array([[5.5, 20.5], [6.5, 21.5], [7.5, 19.5]])
+    fitted = fit_depth(model, xy, np.array([3.3, 3.3, 3.3]), sigma_px=4.0)
+    assert fitted[20, 6] == pytest.approx(3.3)
+    assert fitted[20, 190] == pytest.approx(3.3)  # out of reach: the median ratio, not nothing
+
+
+def _smooth_depth_error(i: int) -> np.ndarray:
+    """A model-like depth error: smooth over the image, different in every frame, +-15 %."""
+    y, x = np.mgrid[0:224, 0:224] / 224.0
+    return np.exp(0.15 * np.sin(2.5 * x + 0.7 * i) * np.cos(1.5 * y - 0.3 * i))
+
+
+def test_finish_adjusts_the_whole_stream_and_fits_the_depth_to_it(clip):
+    gt = clip["extrinsic"]
+    n = len(gt)
+    refiner = PoseRefiner()
+    streamed = []
+    for i in range(n):
+        pred = _prediction(clip, i, np.eye(4)[:3])
+        streamed.append(refiner.refine(dataclasses.replace(pred, depth=pred.depth * _smooth_depth_error(i).astype(np.float32))))
+    revised = refiner.finish()
+    assert [p.index for p in revised] == list(range(n))
+    assert refiner.frames == [] and len(refiner.history) == 0 and refiner.landmark_at == {}  # a new stream
+
+    def abs_rel(preds):  # one median scale for the sequence, as recon.evaluate
+        d = np.stack([p.depth for p in preds]).astype(np.float64)
+        ok = np.isfinite(d) & np.isfinite(clip["depth"]) & clip["valid"] & (clip["depth"] > 0)
+        s = np.median(clip["depth"][ok]) / np.median(d[ok])
+        return np.mean(np.abs(s * d[ok] - clip["depth"][ok]) / clip["depth"][ok])
+
+    before, after = abs_rel(streamed), abs_rel(revised)
+    assert before > 0.04 and after < 0.8 * before
+
+    def ate(preds):  # after Sim(3) alignment, as recon.evaluate
+        times = np.arange(n, dtype=np.float64)
+        est = Trajectory.from_extrinsics(np.stack([p.extrinsic for p in preds]).astype(np.float64), times)
+        return sim3_scores(Trajectory.from_extrinsics(gt, times), est)[0]["ate_rmse"]
+
+    assert ate(revised) <= ate(streamed) * 1.05
+    # World points follow the revised camera and the fitted depth.
+    p = revised[-1]
+    X = lift(np.array([[60.5, 100.5]]), np.array([p.depth[100, 60]], np.float64), p.extrinsic.astype(np.float64),
+             p.intrinsic.astype(np.float64))  # fmt: skip
+    assert np.allclose(p.world_points[100, 60], X[0], atol=1e-4)
+
+
+def test_finish_covers_the_last_final_frames_only_or_nothing(clip):
+    refiner = PoseRefiner(RefineConfig(final_frames=5))
+    for i in range(9):
+        refiner.refine(_prediction(clip, i, np.eye(4)[:3]))
+    assert len(refiner.history) <= 5
+    revised = refiner.finish()
+    assert [p.index for p in revised] == [4, 5, 6, 7, 8]
+    refiner = PoseRefiner(RefineConfig(final_frames=0))
+    for i in range(4):
+        refiner.refine(_prediction(clip, i, np.eye(4)[:3]))
+    assert refiner.finish() == [] and len(refiner.history) == 0
 
 
 def _problem(rng, focal_scale: float = 1.0):

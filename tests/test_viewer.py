@@ -147,6 +147,38 @@ def test_long_trajectory_is_decimated_keeping_both_ends(tmp_path):
     np.testing.assert_allclose(strips[-1][1][0], [pose(0)[1], pose(2)[1], pose(4)[1]], atol=1e-6)
 
 
+def _shifted(pred: FramePrediction, shift: np.ndarray) -> FramePrediction:
+    """The frame in a world moved by `shift` (as a revision moves a camera and its points)."""
+    import dataclasses
+
+    extrinsic = pred.extrinsic.astype(np.float64)
+    extrinsic[:, 3] -= extrinsic[:, :3] @ shift
+    return dataclasses.replace(pred, extrinsic=extrinsic.astype(np.float32),
+                               world_points=(pred.world_points + shift).astype(np.float32))  # fmt: skip
+
+
+@pytest.mark.parametrize("revise_all", [True, False])
+def test_revision_logs_the_final_trajectory_and_rebuilds_the_map_from_all_frames(tmp_path, revise_all):
+    path = tmp_path / "run.rrd"
+    shift = np.array([0.0, 0.0, 5.0])
+    preds = [make_prediction(i) for i in range(4)]
+    revised = [_shifted(p, shift) for p in (preds if revise_all else preds[2:])]
+    with RerunLogger(rrd=path, map_every=100) as logger:
+        for pred in preds:
+            logger.log(pred)
+        logger.revise(revised)
+    data = read_rrd(path)
+    final = rows(data["/world/trajectory_final"], "LineStrips3D:strips")
+    assert [f for f, _ in final] == [None]  # static
+    np.testing.assert_allclose(final[0][1][0], [pose(p.index)[1] + shift for p in revised], atol=1e-5)
+    maps = rows(data["/world/map"], "Points3D:positions")
+    z = np.asarray(maps[-1][1])[:, 2]
+    if revise_all:  # rebuilt from the revised frames: the plane moved with them
+        np.testing.assert_allclose(z, PLANE_Z + shift[2], atol=1e-4)
+    else:  # a partial revision leaves the streamed map
+        np.testing.assert_allclose(z, PLANE_Z, atol=1e-4)
+
+
 def test_confident_points_drop_padding_low_confidence_and_respect_the_cap():
     pred = make_prediction(0, pad=True)  # 42x42 model input, the 28 original rows in the middle
     pts, colors = confident_points(pred, conf_threshold=1.2, conf_percentile=50.0, max_points=10_000)

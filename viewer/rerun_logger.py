@@ -12,6 +12,9 @@ Entities (timelines `frame` = prediction index and `time` = its timestamp):
     world/points          this frame's confident world points, coloured, subsampled
     world/trajectory      camera centres so far as one line strip (decimated when long)
     world/map             bounded voxel map of all frames, static, refreshed every `map_every` frames
+    world/trajectory_final  after `revise` (the refiner's end-of-stream adjustment): the revised
+                          camera centres, static; the map is then rebuilt from the revised frames
+                          when they are all the frames logged
     stats/<name>          one scalar series per key of the `stats` dict
 """
 
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 10.0
 STATS_KEYS = ("fps", "latency_ms", "memory_mb", "dropped")
 TRAJECTORY_COLOR = (255, 140, 0)
+FINAL_TRAJECTORY_COLOR = (0, 170, 255)
 
 
 def default_blueprint(stats_keys: tuple[str, ...] = STATS_KEYS) -> rrb.Blueprint:
@@ -227,10 +231,7 @@ class RerunLogger:
 
         points, colors = confident_points(pred, self.conf_threshold, self.conf_percentile, self.max_points_per_frame)
         rec.log("world/points", rr.Points3D(points, colors=to_uint8(colors)))
-        # The map's voxels are coarser than the pixels: a subsample finds nearly the same voxels
-        # and keeps the periodic merge short.
-        step = max(1, -(-len(points) // self.map_points_per_frame))
-        self.map.add(points[::step], colors[::step])
+        self._add_to_map(points, colors)
 
         self._centers.append(center)
         rec.log("world/trajectory", rr.LineStrips3D([self._trajectory()], colors=[TRAJECTORY_COLOR]))
@@ -240,6 +241,32 @@ class RerunLogger:
             self._log_map()
         for key, value in scalars.items():
             rec.log(f"stats/{key}", rr.Scalars(value))
+
+    def revise(self, predictions: list[FramePrediction]) -> None:
+        """The end of stream's revised frames (recon.pipeline.run_stream): their trajectory as
+        `world/trajectory_final`, and the map rebuilt from them if they are all the logged frames
+        (the per-frame entities keep what was streamed, as it was seen live)."""
+        if self._closed:
+            raise RuntimeError("RerunLogger.revise() called after close()")
+        for pred in predictions:
+            _check(pred)
+        if self.recording is None or not predictions:
+            return
+        centers = np.stack([world_from_camera(p.extrinsic)[1] for p in predictions]).astype(np.float32)
+        self.recording.log("world/trajectory_final", rr.LineStrips3D([centers], colors=[FINAL_TRAJECTORY_COLOR]),
+                           static=True)  # fmt: skip
+        if len(predictions) != self._frames:
+            return
+        self.map = VoxelCloud(self.map.voxel, self.map.budget)
+        for pred in predictions:
+            self._add_to_map(*confident_points(pred, self.conf_threshold, self.conf_percentile, self.max_points_per_frame))
+        self._log_map()
+
+    def _add_to_map(self, points: np.ndarray, colors: np.ndarray) -> None:
+        # The map's voxels are coarser than the pixels: a subsample finds nearly the same voxels
+        # and keeps the periodic merge short.
+        step = max(1, -(-len(points) // self.map_points_per_frame))
+        self.map.add(points[::step], colors[::step])
 
     def _trajectory(self) -> np.ndarray:
         """[N, 3] camera centres; evenly decimated (first and last kept) beyond the vertex cap, so

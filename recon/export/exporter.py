@@ -8,7 +8,10 @@ model, depth maps and a mesh for other tools.
     # frames added so far
 
 What is written on arrival (depth maps, COLMAP images) and what at `finalize()` (ply, traj,
-colmap model, mesh) is written file by file atomically. Memory stays bounded over long
+colmap model, mesh) is written file by file atomically. `revise(predictions)` (the refiner's
+end-of-stream adjustment, via recon.pipeline.run_stream) replaces frames already added: their
+cameras and depth maps, and the point cloud and mesh are fused again from the revised frames
+when every added frame is among them. Memory stays bounded over long
 streams: the point cloud is voxel-fused under a point budget, the mesh is a TSDF volume,
 and only a small camera record is kept per frame.
 """
@@ -155,6 +158,34 @@ class Exporter:
             self._integrate_mesh(pred)
         self.cameras.append(camera)
         self._indices.add(pred.index)
+
+    def revise(self, predictions: list[FramePrediction]) -> None:
+        """Replace frames already added (by index) with revised predictions: cameras and depth
+        maps of those frames; the fused cloud and mesh are rebuilt from the revision when it
+        covers every added frame, and otherwise keep the streamed geometry (logged)."""
+        if self._result is not None:
+            raise ExportError(f"exporter for {self.out_dir} is finalized; frames can no longer be revised")
+        position = {camera.index: i for i, camera in enumerate(self.cameras)}
+        unknown = [p.index for p in predictions if p.index not in position]
+        if unknown:
+            raise ExportError(f"frame {unknown[0]} is revised but was never added to the export in {self.out_dir}")
+        for pred in predictions:
+            self.cameras[position[pred.index]] = FrameCamera.from_prediction(pred)
+            if self._depth is not None:
+                self._depth.write(pred.index, pred.depth, pred.depth_conf)
+        if self._cloud is None and self._mesher is None:
+            return
+        if {p.index for p in predictions} != self._indices:
+            log.warning("the revision covers %d of %d frames: the point cloud and mesh keep the streamed geometry",
+                        len(predictions), len(self._indices))  # fmt: skip
+            return
+        self._cloud, self._mesher = None, None
+        self._start(predictions[0])
+        for pred in predictions:
+            if self._cloud is not None:
+                self._cloud.add(*frame_points(pred, self.source, self.conf_threshold, self.conf_percentile))
+            if self._mesher is not None:
+                self._integrate_mesh(pred)
 
     def _start(self, pred: FramePrediction) -> None:
         """First frame: derive the scene scale and set up the fusers."""
