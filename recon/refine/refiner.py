@@ -382,7 +382,7 @@ class PoseRefiner:
             focal_prior=(0.0, c.sigma_log_focal) if c.self_calibrate else None,
         )  # fmt: skip
         extrinsic, points, error, log_focal = bundle_adjust(problem, c.sigma_px, c.final_sigma_log_depth,
-                                                            c.final_iterations)  # fmt: skip
+                                                            c.final_iterations, solver="schur")  # fmt: skip
         K = scale_focal(self.intrinsic, log_focal)
         R, t = extrinsic[:, :, :3], extrinsic[:, :, 3]
         z = (np.einsum("mij,mj->mi", R[frame], points[point]) + t[frame])[:, 2]
