@@ -95,6 +95,7 @@ class _Frame:
     landmark: np.ndarray  # [N] landmark id per observation
     xy: np.ndarray  # [N, 2]
     depth: np.ndarray  # [N] the model's depth at xy (in the map's scale)
+    scale: float = 1.0  # the factor that took the model's depth to the map's
     prediction: object = None  # the emitted FramePrediction
 
 
@@ -106,7 +107,7 @@ class _Kept:
     extrinsic: np.ndarray  # [3, 4] as the window left it
     uid: np.ndarray  # [N] stream-unique landmark id per observation
     xy: np.ndarray  # [N, 2]
-    depth: np.ndarray  # [N]
+    model_depth: np.ndarray  # [N] the model's own depth at xy (not the map's scale, which drifts)
     prediction: object
 
 
@@ -288,7 +289,7 @@ class PoseRefiner:
         kp_xy, kp_desc, depth = kp.xy[good], kp.descriptors[good], depth[good]
 
         matched_kp, matched_id = np.zeros(0, np.int64), np.zeros(0, np.int64)
-        extrinsic = None
+        extrinsic, scale = None, 1.0
         if self.frames:
             active = np.flatnonzero(self.last_seen >= index - c.match_frames)
             pairs = self.features.match(kp_desc, self.descriptors[active])
@@ -312,7 +313,7 @@ class PoseRefiner:
         self.last_seen[matched_id] = index
         order = np.concatenate((matched_kp, fresh))
         self.frames.append(_Frame(index, extrinsic, model_extrinsic, np.concatenate((matched_id, new_ids)),
-                                  kp_xy[order], depth[order]))  # fmt: skip
+                                  kp_xy[order], depth[order], scale))  # fmt: skip
         self._calibrate(depth_map.shape)
         if len(self.frames) > 1:
             self._adjust()
@@ -348,7 +349,7 @@ class PoseRefiner:
             return
         for f in frames:
             uid = self.uid[f.landmark]
-            self.history.append(_Kept(f.index, f.extrinsic.copy(), uid, f.xy, f.depth, f.prediction))
+            self.history.append(_Kept(f.index, f.extrinsic.copy(), uid, f.xy, f.depth / f.scale, f.prediction))
             self.landmark_at.update(zip(uid.tolist(), self.points[f.landmark]))
         if len(self.landmark_at) > 2 * sum(len(k.uid) for k in self.history) + 1024:  # bound it
             kept = set(np.concatenate([k.uid for k in self.history]).tolist())
@@ -378,7 +379,7 @@ class PoseRefiner:
         problem = BundleProblem(
             extrinsic=np.stack([k.extrinsic for k in kept]), intrinsic=np.broadcast_to(self.intrinsic, (len(kept), 3, 3)),
             free=~held, points=np.stack([self.landmark_at[u] for u in ids.tolist()]), frame=frame, point=point, xy=xy,
-            depth=np.concatenate([k.depth for k in kept])[use],
+            depth=np.concatenate([k.model_depth for k in kept])[use],
             focal_prior=(0.0, c.sigma_log_focal) if c.self_calibrate else None,
         )  # fmt: skip
         extrinsic, points, error, log_focal = bundle_adjust(problem, c.sigma_px, c.final_sigma_log_depth,
