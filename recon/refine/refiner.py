@@ -23,12 +23,13 @@ against a map of landmarks:
      focal itself around the model's median.
 Causal: a frame's refined camera is final when it is emitted (later adjustments of the window
 do not re-emit it) -- until the stream ends. Then `finish()` adjusts the last `final_frames`
-frames together (every landmark they share, a weak depth prior: many views triangulate what a
-window of six cannot) and fits each frame's depth to its adjusted landmarks
+frames together (every landmark they share, a weak prior at the model's own depth: many views
+triangulate what a window of six cannot) and fits each frame's depth to its adjusted landmarks
 (recon.refine.depth_fit), weighting a landmark by how well its parallax determines its depth. It
 returns those frames revised, for the exports and the evaluation (recon.pipeline.run_stream).
-On the held-out benchmark this takes ATE from ~3 % to ~1.6 % and depth AbsRel from 0.150 to
-~0.12 (docs/MODEL_CARD.md). Memory is bounded: landmarks unseen for `window + match_frames` frames and
+On the 48-frame held-out benchmark this takes ATE from 2.9 % to 1.65 % and depth AbsRel from
+0.150 to 0.112; over 500 frames the map's scale drifts and the fitted depth got worse
+(docs/MODEL_CARD.md, session 10), hence the default of 64 frames. Memory is bounded: landmarks unseen for `window + match_frames` frames and
 frames older than the window are dropped; the model's focal lengths are kept for the last
 `focal_history` frames; the final adjustment keeps the observations and the emitted prediction of
 the last `final_frames` frames (about 2 MB a frame at 224 px).
