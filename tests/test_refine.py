@@ -141,6 +141,24 @@ def test_finish_adjusts_the_whole_stream_and_fits_the_depth_to_it(clip):
     assert np.allclose(p.world_points[100, 60], X[0], atol=1e-4)
 
 
+def test_scale_hold_keeps_the_map_scale_unless_it_drifts_or_the_stream_started_earlier():
+    refiner = PoseRefiner(RefineConfig(min_inliers=3, fit_max_scale_drift=1.0))
+    frame = np.repeat(np.arange(4), 5)
+    model_depth = np.full(20, 2.0)
+    good = np.ones(20, bool)
+
+    def factors(log_ratios, from_start=True):
+        z = model_depth * np.exp(np.repeat(log_ratios, 5))
+        return np.log(refiner._scale_hold(frame, good, z, model_depth, 4, from_start))
+
+    jitter = np.array([0.3, 0.1, -0.2, 0.0])  # the model's per-frame scale jitter: the map's scale is kept
+    np.testing.assert_allclose(factors(jitter), 0.0, atol=1e-12)
+    drift = np.array([0.0, 1.0, 2.0, 3.0])  # the map drifts: every frame is brought to the median ratio
+    np.testing.assert_allclose(factors(drift) + drift, np.median(drift))
+    # Frames before the kept ones keep the model's depth: the kept ones come to its scale too.
+    np.testing.assert_allclose(factors(jitter + 2.0, from_start=False) + jitter + 2.0, jitter - np.median(jitter))
+
+
 def test_finish_covers_the_last_final_frames_only_or_nothing(clip):
     refiner = PoseRefiner(RefineConfig(final_frames=5))
     for i in range(9):

@@ -86,6 +86,10 @@ class RefineConfig:
     fit_sigma_px: float = 12.0
     fit_sigma_log: float = 0.1
     fit_model_weight: float = 1e-3  # the model's own depth against one fully trusted landmark at the pixel
+    # When the adjusted map's scale against the model's drifts along the kept frames by more than
+    # this (log, 10th to 90th percentile of the frames' median ratios), each frame keeps the
+    # model's scale (times one factor for all) and takes only the shape from its landmarks.
+    fit_max_scale_drift: float = 1.0
 
 
 @dataclass
@@ -390,17 +394,44 @@ class PoseRefiner:
         z = (np.einsum("mij,mj->mi", R[frame], points[point]) + t[frame])[:, 2]
         weight = self._parallax_weight(R, t, K, points, frame, point)
         good = (error < c.fit_max_px) & (z > 0)
+        rescale = self._scale_hold(frame, good, z, np.concatenate([k.model_depth for k in kept])[use], len(kept),
+                                   from_start=kept[0].index == 0)  # fmt: skip
         revised = []
         for j, k in enumerate(kept):
             depth_map = np.asarray(k.prediction.depth, np.float64)
             sel = good & (frame == j)
             fitted = c.fit_depth and sel.sum() >= c.min_inliers
             if fitted:
-                depth_map = fit_depth(depth_map, xy[sel], z[sel], weight[sel], c.fit_sigma_px, c.fit_sigma_log,
-                                      c.fit_model_weight)  # fmt: skip
+                depth_map = fit_depth(depth_map, xy[sel], z[sel] * rescale[j], weight[sel], c.fit_sigma_px,
+                                      c.fit_sigma_log, c.fit_model_weight)  # fmt: skip
             revised.append(self._with_camera(k.prediction, np.asarray(k.prediction.extrinsic, np.float64),
                                              extrinsic[j], K, depth_map, depth_changed=fitted))  # fmt: skip
         return revised
+
+    def _scale_hold(self, frame: np.ndarray, good: np.ndarray, z: np.ndarray, model_depth: np.ndarray,
+                    n_frames: int, from_start: bool) -> np.ndarray:  # fmt: skip
+        """Per kept frame, the factor for its landmarks' depths in the fit, so that the fitted depth
+        takes the map's scale only where that is safe:
+        - if the map's scale drifts against the model's along the kept frames
+          (`fit_max_scale_drift`; rotation-heavy streams give the adjustment no parallax to hold
+          the scale with: 150x over 500 frames on the held-out outdoor-rotation-1003), each frame's
+          ratio is brought to the median one;
+        - if the kept frames do not start the stream, the earlier frames keep the model's depth,
+          so the ratios are brought to the model's scale on average."""
+        log_ratio = np.full(n_frames, np.nan)
+        for j in range(n_frames):
+            sel = good & (frame == j)
+            if sel.sum() >= self.config.min_inliers:
+                log_ratio[j] = np.median(np.log(z[sel] / model_depth[sel]))
+        known = np.isfinite(log_ratio)
+        if not known.any():
+            return np.ones(n_frames)
+        target = log_ratio.copy()
+        if np.ptp(np.percentile(log_ratio[known], [10, 90])) > self.config.fit_max_scale_drift:
+            target[:] = np.median(log_ratio[known])
+        if not from_start:
+            target -= np.median(log_ratio[known])
+        return np.exp(np.where(known, target - log_ratio, 0.0))
 
     def _parallax_weight(self, R, t, K, points, frame, point) -> np.ndarray:
         """Per observation, how far to trust its landmark's depth against the model's: the largest
