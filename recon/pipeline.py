@@ -12,6 +12,7 @@ final adjustment, recon.refine) replaces the predictions of frames already deliv
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections import deque
@@ -22,6 +23,8 @@ from recon.datasets.types import Frame
 
 from .prefetch import prefetch
 from .session import FramePrediction, Reconstructor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,6 +108,7 @@ def run_stream(
     # Live cameras: no read-ahead (a prefetched frame would be older when its turn comes).
     frames = ((f, f.image) for f in source) if getattr(source, "live", False) else prefetch(
         source, lambda f: reconstructor.preprocess(f.image))  # fmt: skip
+
     def revise() -> None:
         start = time.perf_counter()
         revised = reconstructor.finish()
@@ -149,6 +153,8 @@ def run_stream(
                     revise()
                 except KeyboardInterrupt:  # a second Ctrl-C: keep the streamed results
                     summary.interrupted = True
+                except Exception as e:  # the exports of the streamed frames must still be written
+                    log.warning("the end-of-stream adjustment failed (%s); the streamed results are kept", e)
             if exporter is not None:
                 summary.outputs.update(exporter.finalize())
         finally:

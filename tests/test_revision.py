@@ -174,3 +174,20 @@ def test_run_stream_hands_the_revision_to_every_subscriber(tmp_path, stop_after)
     assert seen == list(range(n))
     traj = read_tum(summary.outputs["traj_tum"])
     np.testing.assert_allclose(traj.positions, [-p.extrinsic[:, :3].T @ p.extrinsic[:, 3] for p in revised], atol=1e-5)
+
+
+def test_a_failing_final_adjustment_keeps_the_streamed_exports(tmp_path, caplog):
+    preds = [make_prediction(i) for i in range(3)]
+
+    class Failing(_Reconstructor):
+        def finish(self):
+            raise RuntimeError("singular system")
+
+    exporter = Exporter(tmp_path, formats="traj")
+    with caplog.at_level(logging.WARNING, logger="recon.pipeline"):
+        summary = run_stream(_Source([_frame(p) for p in preds]), Failing(preds, []), exporter=exporter,
+                             progress=False)  # fmt: skip
+    assert "end-of-stream adjustment failed (singular system)" in caplog.text
+    assert summary.revised == 0
+    traj = read_tum(summary.outputs["traj_tum"])
+    np.testing.assert_allclose(traj.positions, [-p.extrinsic[:, :3].T @ p.extrinsic[:, 3] for p in preds], atol=1e-5)

@@ -353,6 +353,8 @@ class PoseRefiner:
         if self.config.final_frames <= 0:
             return
         for f in frames:
+            if f.prediction is None:  # never emitted (the stream was interrupted inside refine)
+                continue
             uid = self.uid[f.landmark]
             self.history.append(_Kept(f.index, f.extrinsic.copy(), uid, f.xy, f.depth / f.scale, f.prediction))
             self.landmark_at.update(zip(uid.tolist(), self.points[f.landmark]))
