@@ -1,12 +1,21 @@
 """Rotations. Quaternions are scalar-last (x, y, z, w), as in the VGGT pose encoding.
 
-Works for torch tensors of any batch shape [..., 4] / [..., 3, 3].
+Works for torch tensors of any batch shape [..., 4] / [..., 3, 3]; `hat` is numpy (the
+numpy geometry of recon.refine and the pose smoothing of recon.model.horizon_poses).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
+
+
+def hat(w: np.ndarray) -> np.ndarray:
+    """[..., 3] -> [..., 3, 3] cross-product matrices: hat(w) @ v == cross(w, v)."""
+    x, y, z = w[..., 0], w[..., 1], w[..., 2]
+    o = np.zeros_like(x)
+    return np.stack((o, -z, y, z, o, -x, -y, x, o), axis=-1).reshape(w.shape[:-1] + (3, 3))
 
 
 def quat_to_mat(q: Tensor) -> Tensor:

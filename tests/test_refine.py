@@ -149,7 +149,8 @@ def test_scale_hold_keeps_the_map_scale_unless_it_drifts_or_the_stream_started_e
 
     def factors(log_ratios, from_start=True):
         z = model_depth * np.exp(np.repeat(log_ratios, 5))
-        return np.log(refiner._scale_hold(frame, good, z, model_depth, 4, from_start))
+        per_frame = [np.flatnonzero(good & (frame == j)) for j in range(4)]
+        return np.log(refiner._scale_hold(per_frame, z, model_depth, from_start))
 
     jitter = np.array([0.3, 0.1, -0.2, 0.0])  # the model's per-frame scale jitter: the map's scale is kept
     np.testing.assert_allclose(factors(jitter), 0.0, atol=1e-12)

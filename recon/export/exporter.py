@@ -152,10 +152,7 @@ class Exporter:
             self._write_colmap_image(pred, original_image)
         if self._depth is not None:
             self._depth.write(pred.index, pred.depth, pred.depth_conf)
-        if self._cloud is not None:
-            self._cloud.add(*frame_points(pred, self.source, self.conf_threshold, self.conf_percentile))
-        if self._mesher is not None:
-            self._integrate_mesh(pred)
+        self._fuse(pred)
         self.cameras.append(camera)
         self._indices.add(pred.index)
 
@@ -182,10 +179,14 @@ class Exporter:
         self._cloud, self._mesher = None, None
         self._start(predictions[0])
         for pred in predictions:
-            if self._cloud is not None:
-                self._cloud.add(*frame_points(pred, self.source, self.conf_threshold, self.conf_percentile))
-            if self._mesher is not None:
-                self._integrate_mesh(pred)
+            self._fuse(pred)
+
+    def _fuse(self, pred: FramePrediction) -> None:
+        """The frame's points into the cloud and its depth into the mesh volume (those requested)."""
+        if self._cloud is not None:
+            self._cloud.add(*frame_points(pred, self.source, self.conf_threshold, self.conf_percentile))
+        if self._mesher is not None:
+            self._integrate_mesh(pred)
 
     def _start(self, pred: FramePrediction) -> None:
         """First frame: derive the scene scale and set up the fusers."""

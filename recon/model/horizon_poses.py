@@ -20,18 +20,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recon.align import mat_to_quat, quat_to_mat
+from recon.align import hat, mat_to_quat, quat_to_mat
 from recon.attention import PoseHistory
 
 
 # The SO(3) median iterates on a handful of 3x3 matrices, up to 1000 times per frame: numpy's
 # per-operation overhead is a fraction of torch's there, so it runs in numpy (float32).
-
-
-def _hat(w: np.ndarray) -> np.ndarray:
-    x, y, z = w[..., 0], w[..., 1], w[..., 2]
-    o = np.zeros_like(x)
-    return np.stack((o, -z, y, z, o, -x, -y, x, o), axis=-1).reshape(w.shape[:-1] + (3, 3))
 
 
 def so3_exp(w: np.ndarray) -> np.ndarray:
@@ -42,7 +36,7 @@ def so3_exp(w: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         a = np.where(small, 1 - t2 / 6 + t2 * t2 / 120, np.sin(theta) / theta)
         b = np.where(small, 0.5 - t2 / 24 + t2 * t2 / 720, (1 - np.cos(theta)) / t2)
-    K = _hat(w)
+    K = hat(w)
     return np.eye(3, dtype=w.dtype) + a * K + b * (K @ K)
 
 

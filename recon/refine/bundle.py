@@ -21,6 +21,8 @@ from scipy.sparse import csr_matrix
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
+from recon.align import hat
+
 from .solver import levenberg_marquardt
 
 _MIN_Z = 1e-6
@@ -84,18 +86,10 @@ def _residuals(x: np.ndarray, problem: BundleProblem, sigma_px: float, sigma_log
     return np.concatenate(r)
 
 
-def _skew(v: np.ndarray) -> np.ndarray:
-    """[..., 3] -> [..., 3, 3] cross-product matrices."""
-    S = np.zeros(v.shape[:-1] + (3, 3))
-    S[..., 0, 1], S[..., 0, 2], S[..., 1, 2] = -v[..., 2], v[..., 1], -v[..., 0]
-    S[..., 1, 0], S[..., 2, 0], S[..., 2, 1] = v[..., 2], -v[..., 1], v[..., 0]
-    return S
-
-
 def _left_jacobian(w: np.ndarray) -> np.ndarray:
     """SO(3) left Jacobians [N, 3, 3] of rotation vectors w [N, 3]: d exp(w) = [J_l(w) dw]x exp(w)."""
     theta = np.linalg.norm(w, axis=-1)[:, None, None]
-    W = _skew(w)
+    W = hat(w)
     small = theta < 1e-6
     t = np.where(small, 1.0, theta)
     a = np.where(small, 0.5, (1 - np.cos(t)) / t**2)
@@ -135,7 +129,7 @@ def _jacobian(x: np.ndarray, problem: BundleProblem, sigma_px: float, sigma_log_
         J_l[free] = _left_jacobian(w)
         # Xc = exp(w) R0 X + t: d Xc / dw = -[R X]x J_l(w), d Xc / dt = I
         RX = np.einsum("mij,mj->mi", R[f[has]], X[p[has]])
-        d_rot = D[has] @ (-_skew(RX) @ J_l[f[has]])
+        d_rot = D[has] @ (-hat(RX) @ J_l[f[has]])
         for k, block in enumerate((d_rot, D[has])):
             blocks_rows.append(np.repeat(rows[has], 3, axis=1))
             blocks_cols.append(np.tile(column[f[has]][:, None] + 3 * k + np.arange(3), (1, 3)))

@@ -366,8 +366,8 @@ class PoseRefiner:
         """End of stream: adjust the last `final_frames` frames together and fit their depth to
         the adjusted landmarks (see the module doc). Returns those frames' predictions revised, in
         stream order ([] with `final_frames` 0 or fewer than two frames), and starts a new stream."""
-        self._keep(self.frames)
-        kept = list(self.history) if self.config.final_frames > 0 else []
+        self._keep(self.frames)  # (keeps nothing with final_frames 0)
+        kept = list(self.history)
         revised = self._final_adjust(kept) if len(kept) >= 2 else []
         self.reset()
         return revised
@@ -383,10 +383,11 @@ class PoseRefiner:
         held = np.array([j == 0 or k.index == 0 for j, k in enumerate(kept)])  # the gauge
         if len(ids) == 0:
             return []
+        model_depth = np.concatenate([k.model_depth for k in kept])[use]
         problem = BundleProblem(
             extrinsic=np.stack([k.extrinsic for k in kept]), intrinsic=np.broadcast_to(self.intrinsic, (len(kept), 3, 3)),
             free=~held, points=np.stack([self.landmark_at[u] for u in ids.tolist()]), frame=frame, point=point, xy=xy,
-            depth=np.concatenate([k.model_depth for k in kept])[use],
+            depth=model_depth,
             focal_prior=(0.0, c.sigma_log_focal) if c.self_calibrate else None,
         )  # fmt: skip
         extrinsic, points, error, log_focal = bundle_adjust(problem, c.sigma_px, c.final_sigma_log_depth,
@@ -395,14 +396,15 @@ class PoseRefiner:
         R, t = extrinsic[:, :, :3], extrinsic[:, :, 3]
         z = (np.einsum("mij,mj->mi", R[frame], points[point]) + t[frame])[:, 2]
         weight = self._parallax_weight(R, t, K, points, frame, point)
-        good = (error < c.fit_max_px) & (z > 0)
-        rescale = self._scale_hold(frame, good, z, np.concatenate([k.model_depth for k in kept])[use], len(kept),
-                                   from_start=kept[0].index == 0)  # fmt: skip
+        # The observations to fit each frame's depth to; `frame` is in kept order, so one split.
+        good = np.flatnonzero((error < c.fit_max_px) & (z > 0))
+        per_frame = np.split(good, np.searchsorted(frame[good], np.arange(1, len(kept))))
+        rescale = self._scale_hold(per_frame, z, model_depth, from_start=kept[0].index == 0)
         revised = []
         for j, k in enumerate(kept):
             depth_map = np.asarray(k.prediction.depth, np.float64)
-            sel = good & (frame == j)
-            fitted = c.fit_depth and sel.sum() >= c.min_inliers
+            sel = per_frame[j]
+            fitted = c.fit_depth and len(sel) >= c.min_inliers
             if fitted:
                 depth_map = fit_depth(depth_map, xy[sel], z[sel] * rescale[j], weight[sel], c.fit_sigma_px,
                                       c.fit_sigma_log, c.fit_model_weight)  # fmt: skip
@@ -410,9 +412,10 @@ class PoseRefiner:
                                              extrinsic[j], K, depth_map, depth_changed=fitted))  # fmt: skip
         return revised
 
-    def _scale_hold(self, frame: np.ndarray, good: np.ndarray, z: np.ndarray, model_depth: np.ndarray,
-                    n_frames: int, from_start: bool) -> np.ndarray:  # fmt: skip
-        """Per kept frame, the factor for its landmarks' depths in the fit, so that the fitted depth
+    def _scale_hold(self, per_frame: list[np.ndarray], z: np.ndarray, model_depth: np.ndarray,
+                    from_start: bool) -> np.ndarray:  # fmt: skip
+        """Per kept frame (its good observations' indices in `per_frame`), the factor for its
+        landmarks' depths in the fit, so that the fitted depth
         takes the map's scale only where that is safe:
         - if the map's scale drifts against the model's along the kept frames
           (`fit_max_scale_drift`; rotation-heavy streams give the adjustment no parallax to hold
@@ -420,14 +423,13 @@ class PoseRefiner:
           ratio is brought to the median one;
         - if the kept frames do not start the stream, the earlier frames keep the model's depth,
           so the ratios are brought to the model's scale on average."""
-        log_ratio = np.full(n_frames, np.nan)
-        for j in range(n_frames):
-            sel = good & (frame == j)
-            if sel.sum() >= self.config.min_inliers:
+        log_ratio = np.full(len(per_frame), np.nan)
+        for j, sel in enumerate(per_frame):
+            if len(sel) >= self.config.min_inliers:
                 log_ratio[j] = np.median(np.log(z[sel] / model_depth[sel]))
         known = np.isfinite(log_ratio)
         if not known.any():
-            return np.ones(n_frames)
+            return np.ones(len(per_frame))
         target = log_ratio.copy()
         if np.ptp(np.percentile(log_ratio[known], [10, 90])) > self.config.fit_max_scale_drift:
             target[:] = np.median(log_ratio[known])
