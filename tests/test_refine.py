@@ -18,7 +18,7 @@ from recon.preprocess import preprocess_frame
 from recon.refine import BundleProblem, PoseRefiner, RefineConfig, SiftFeatures, bundle_adjust
 from recon.align.prediction import world_points_from_depth
 from recon.refine.depth_fit import fit_depth, sample_depth
-from recon.refine.refiner import lift
+from recon.refine.refiner import lift, spread_track
 from recon.session import FramePrediction
 
 
@@ -171,6 +171,32 @@ def test_finish_covers_the_last_final_frames_only_or_nothing(clip):
     for i in range(4):
         refiner.refine(_prediction(clip, i, np.eye(4)[:3]))
     assert refiner.finish() == [] and len(refiner.history) == 0
+
+
+
+def test_spread_track_keeps_at_most_the_cap_per_landmark_from_first_to_last():
+    # landmark 0: a 100-frame track, 1: three frames, 2: exactly the cap; interleaved as in a stream
+    point = np.concatenate([np.repeat([0, 1, 2], [1, 1, 1]), np.zeros(96, int), np.array([1, 1]),
+                            np.full(7, 2), np.zeros(3, int)])  # fmt: skip
+    keep = spread_track(point, 8)
+    for landmark, length in ((0, 100), (1, 3), (2, 8)):
+        own = np.flatnonzero(point == landmark)
+        assert len(own) == length
+        kept = own[keep[own]]
+        assert len(kept) == min(length, 8)
+        assert kept[0] == own[0] and kept[-1] == own[-1]  # the whole track's span
+    gaps = np.diff(np.flatnonzero(keep[point == 0]))
+    assert gaps.max() - gaps.min() <= 1  # evenly spread
+
+
+def test_capped_tracks_still_revise_every_frame(clip):
+    refiner = PoseRefiner(RefineConfig(final_max_track=3))
+    n = len(clip["extrinsic"])
+    for i in range(n):
+        refiner.refine(_prediction(clip, i, np.eye(4)[:3]))
+    revised = refiner.finish()
+    assert [p.index for p in revised] == list(range(n))
+    assert all(np.isfinite(p.extrinsic).all() and np.isfinite(p.depth).all() for p in revised)
 
 
 def _problem(rng, focal_scale: float = 1.0):

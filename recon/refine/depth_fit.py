@@ -25,7 +25,7 @@ def fit_depth(
     sigma_px: float = 12.0,
     sigma_log: float = 0.1,
     prior: float = 1e-3,
-    rows_per_chunk: int = 32,
+    tile: int = 32,
 ) -> np.ndarray:
     """depth [H, W] (> 0 where valid), measurements at pixels xy [N, 2] (pixel centres at +0.5)
     of depths target [N] with weights [N] in [0, 1] -> depth [H, W] times exp(c) (see the module
@@ -43,19 +43,24 @@ def fit_depth(
     r0 = _weighted_median(ratio, w)
     H, W = depth.shape
     valid = np.isfinite(depth) & (depth > 0)
-    log_depth = np.log(np.where(valid, depth, 1.0))
+    log_depth = np.log(np.where(valid, depth, 1.0)).astype(np.float32)
     correction = np.full((H, W), r0)
-    px = np.arange(W) + 0.5
-    reach = 3.0 * sigma_px
-    for top in range(0, H, rows_per_chunk):
-        rows = np.arange(top, min(top + rows_per_chunk, H)) + 0.5
-        near = (ys > rows[0] - reach) & (ys < rows[-1] + reach)
-        if not near.any():
-            continue
-        d2 = (rows[:, None, None] - ys[near]) ** 2 + (px[None, :, None] - xs[near]) ** 2  # [h, W, n]
-        range2 = (log_depth[top : top + len(rows), :, None] - log_at[near]) ** 2
-        k = w[near] * np.exp(-d2 / (2 * sigma_px**2) - range2 / (2 * sigma_log**2))
-        correction[top : top + len(rows)] = ((k * ratio[near]).sum(-1) + prior * r0) / (k.sum(-1) + prior)
+    reach = 3.0 * sigma_px  # measurements farther than this in x or y are left out
+    xs, ys, w, log_at, ratio = (a.astype(np.float32) for a in (xs, ys, w, log_at, ratio))
+    for top in range(0, H, tile):
+        for left in range(0, W, tile):
+            rows = np.arange(top, min(top + tile, H), dtype=np.float32) + 0.5
+            cols = np.arange(left, min(left + tile, W), dtype=np.float32) + 0.5
+            near = (ys > rows[0] - reach) & (ys < rows[-1] + reach) & (xs > cols[0] - reach) & (xs < cols[-1] + reach)
+            if not near.any():
+                continue
+            # the spatial kernel is separable: [h, n] x [w, n]
+            gy = np.exp(-((rows[:, None] - ys[near]) ** 2) / (2 * sigma_px**2)) * w[near]
+            gx = np.exp(-((cols[:, None] - xs[near]) ** 2) / (2 * sigma_px**2))
+            block = log_depth[top : top + len(rows), left : left + len(cols), None]
+            k = gy[:, None, :] * gx[None, :, :] * np.exp(-((block - log_at[near]) ** 2) / (2 * sigma_log**2))
+            correction[top : top + len(rows), left : left + len(cols)] = (
+                ((k * ratio[near]).sum(-1) + prior * r0) / (k.sum(-1) + prior))  # fmt: skip
     return np.where(valid, depth * np.exp(correction), depth)
 
 

@@ -52,7 +52,7 @@ import numpy as np
 
 from recon.align.prediction import world_points_from_depth
 
-from .bundle import BundleProblem, bundle_adjust, scale_focal
+from .bundle import BundleProblem, bundle_adjust, project, scale_focal
 from .calibrate import FocalEstimator
 from .depth_fit import fit_depth, sample_depth
 from .features import SiftFeatures
@@ -80,6 +80,10 @@ class RefineConfig:
     final_frames: int = 64
     final_sigma_log_depth: float = 2.0  # a weak depth prior: the shared landmarks fix the structure
     final_iterations: int = 50
+    # Observations of one landmark in the adjustment, spread evenly along its track: the reduced
+    # camera system costs the sum of squared track lengths, and tracks of hundreds of frames made
+    # a 500-frame adjustment take minutes (the rest still feed the depth fit).
+    final_max_track: int = 64
     # ... and each frame's depth fitted to its landmarks (recon.refine.depth_fit)
     fit_depth: bool = True
     fit_max_px: float = 2.0  # landmarks reprojecting farther than this after the adjustment are not used
@@ -114,6 +118,20 @@ class _Kept:
     xy: np.ndarray  # [N, 2]
     model_depth: np.ndarray  # [N] the model's own depth at xy (not the map's scale, which drifts)
     prediction: object
+
+
+def spread_track(point: np.ndarray, max_track: int) -> np.ndarray:
+    """Observations [M] of landmarks `point` (in frame order within each landmark) -> a mask that
+    keeps at most `max_track` of each landmark's, evenly spread from its first to its last."""
+    order = np.argsort(point, kind="stable")
+    count = np.bincount(point)
+    n = count[point[order]]
+    rank = np.arange(len(order)) - np.repeat(np.cumsum(count) - count, count)
+    step = (n - 1) / max(max_track - 1, 1)  # kept: the ranks round(i * step), i < max_track
+    nearest = np.round(rank / np.maximum(step, 1e-12)) * step
+    keep = np.zeros(len(point), bool)
+    keep[order] = (n <= max_track) | (np.abs(nearest - rank) <= 0.5)
+    return keep
 
 
 def lift(xy: np.ndarray, depth: np.ndarray, extrinsic: np.ndarray, intrinsic: np.ndarray) -> np.ndarray:
@@ -384,17 +402,20 @@ class PoseRefiner:
         if len(ids) == 0:
             return []
         model_depth = np.concatenate([k.model_depth for k in kept])[use]
+        adjusted = spread_track(point, c.final_max_track)
         problem = BundleProblem(
             extrinsic=np.stack([k.extrinsic for k in kept]), intrinsic=np.broadcast_to(self.intrinsic, (len(kept), 3, 3)),
-            free=~held, points=np.stack([self.landmark_at[u] for u in ids.tolist()]), frame=frame, point=point, xy=xy,
-            depth=model_depth,
+            free=~held, points=np.stack([self.landmark_at[u] for u in ids.tolist()]), frame=frame[adjusted],
+            point=point[adjusted], xy=xy[adjusted], depth=model_depth[adjusted],
             focal_prior=(0.0, c.sigma_log_focal) if c.self_calibrate else None,
         )  # fmt: skip
-        extrinsic, points, error, log_focal = bundle_adjust(problem, c.sigma_px, c.final_sigma_log_depth,
-                                                            c.final_iterations, solver="schur")  # fmt: skip
+        extrinsic, points, _, log_focal = bundle_adjust(problem, c.sigma_px, c.final_sigma_log_depth,
+                                                        c.final_iterations, solver="schur")  # fmt: skip
         K = scale_focal(self.intrinsic, log_focal)
         R, t = extrinsic[:, :, :3], extrinsic[:, :, 3]
-        z = (np.einsum("mij,mj->mi", R[frame], points[point]) + t[frame])[:, 2]
+        # Every observation, adjusted or not, measures its frame's depth at the adjusted landmark.
+        uv, z = project(R[frame], t[frame], np.broadcast_to(K, (len(frame), 3, 3)), points[point])
+        error = np.linalg.norm(uv - xy, axis=-1)
         weight = self._parallax_weight(R, t, K, points, frame, point)
         # The observations to fit each frame's depth to; `frame` is in kept order, so one split.
         good = np.flatnonzero((error < c.fit_max_px) & (z > 0))
