@@ -174,6 +174,34 @@ def test_finish_covers_the_last_final_frames_only_or_nothing(clip):
 
 
 
+
+def test_a_focal_jump_lifts_the_window_landmarks_through_the_new_camera(clip):
+    refiner = PoseRefiner(RefineConfig(calibrate=False, self_calibrate=False))
+    for i in range(3):
+        refiner.refine(_prediction(clip, i, np.eye(4)[:3]))
+    K_new = refiner.intrinsic.copy()
+    K_new[:2, :2] *= 1.5
+
+    def reprojection_error(K):
+        f = refiner.frames[-1]
+        Xc = refiner.points[f.landmark] @ f.extrinsic[:, :3].T + f.extrinsic[:, 3]
+        return np.abs(Xc[:, :2] / Xc[:, 2:] @ K[:2, :2].T + K[:2, 2] - f.xy).max()
+
+    assert reprojection_error(K_new) > 5.0  # lifted through the old camera
+    refiner._calibrated = K_new[0, 0]  # as when the focal estimator first has an answer
+    refiner._stream_intrinsic(clip["intrinsic"][3])
+    assert np.allclose(refiner.intrinsic, K_new)
+    assert reprojection_error(K_new) < 1e-6
+    f = refiner.frames[-1]  # and at the depths they were observed at
+    z = (refiner.points[f.landmark] @ f.extrinsic[:, :3].T + f.extrinsic[:, 3])[:, 2]
+    assert np.allclose(z, f.depth)
+    # a small change (below relift_log_focal) leaves the map alone
+    before = refiner.points.copy()
+    refiner._calibrated = K_new[0, 0] * 1.02
+    refiner._stream_intrinsic(clip["intrinsic"][3])
+    assert np.array_equal(refiner.points, before)
+
+
 def test_spread_track_keeps_at_most_the_cap_per_landmark_from_first_to_last():
     # landmark 0: a 100-frame track, 1: three frames, 2: exactly the cap; interleaved as in a stream
     point = np.concatenate([np.repeat([0, 1, 2], [1, 1, 1]), np.zeros(96, int), np.array([1, 1]),

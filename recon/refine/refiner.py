@@ -75,6 +75,7 @@ class RefineConfig:
     calibration_pairs: int = 5  # informative view pairs before the estimate replaces the model's
     self_calibrate: bool = True  # until then, estimate it in the adjustment ...
     sigma_log_focal: float = 0.3  # ... with a prior at the model's median focal, within ~30 %
+    relift_log_focal: float = 0.1  # a focal change beyond this (log) lifts the window's landmarks again
     focal_history: int = 256  # frames whose model focal lengths the running median takes
     # End of stream (`finish`): one adjustment over the last `final_frames` frames (0: none) ...
     final_frames: int = 64
@@ -235,8 +236,18 @@ class PoseRefiner:
             K[0, 0] = K[1, 1] = self._calibrated
         else:
             K[0, 0], K[1, 1] = np.median(np.array(self.focals), axis=0) * np.exp(self.log_focal)
+        if self.frames and abs(np.log(K[0, 0] / self.intrinsic[0, 0])) > self.config.relift_log_focal:
+            self._relift(K)
         self.intrinsic = K  # one camera: every frame of the window uses it
         return K
+
+    def _relift(self, K: np.ndarray) -> None:
+        """The focal has jumped (the estimator replaced the window's self-calibrated one): the
+        landmarks were lifted through the old camera and no longer agree with the new one (a
+        forward-moving held-out stream had drifted to 0.44x the focal, and the first pose through
+        the new focal jumped 2.5 scene units). Lift each one again from its newest observation."""
+        for f in self.frames:  # oldest first, so the newest observation wins
+            self.points[f.landmark] = lift(f.xy, f.depth, f.extrinsic, K)
 
     def _calibrate(self, size: tuple[int, int]) -> None:
         """Feed the focal estimator the matches between the newest and the oldest frame of the
