@@ -202,6 +202,28 @@ def test_a_focal_jump_lifts_the_window_landmarks_through_the_new_camera(clip):
     assert np.array_equal(refiner.points, before)
 
 
+
+def test_final_adjustment_holds_a_frame_without_shared_landmarks(clip):
+    refiner = PoseRefiner()
+    streamed = []
+    for i in range(8):
+        pred = _prediction(clip, i, np.eye(4)[:3])
+        if i == 4:  # texture in one small patch: no landmark it shares, its pose chained through the model's motion
+            image = np.full_like(pred.image, 0.5)
+            image[90:130, 90:130] = pred.image[90:130, 90:130]
+            pred = dataclasses.replace(pred, image=image)
+        streamed.append(refiner.refine(pred))
+    revised = refiner.finish()
+    assert [p.index for p in revised] == list(range(8))
+    assert np.allclose(revised[4].extrinsic, streamed[4].extrinsic, atol=1e-6)
+    gt = clip["extrinsic"]
+    R0 = revised[0].extrinsic[:, :3].astype(np.float64)
+    for p in revised:  # every other frame's rotation (relative to frame 0's) stays right
+        if p.index != 4:
+            R = (p.extrinsic[:, :3].astype(np.float64) @ R0.T) @ (gt[p.index, :, :3] @ gt[0, :, :3].T).T
+            assert np.degrees(Rotation.from_matrix(R).magnitude()) < 1.0
+
+
 def test_spread_track_keeps_at_most_the_cap_per_landmark_from_first_to_last():
     # landmark 0: a 100-frame track, 1: three frames, 2: exactly the cap; interleaved as in a stream
     point = np.concatenate([np.repeat([0, 1, 2], [1, 1, 1]), np.zeros(96, int), np.array([1, 1]),

@@ -409,11 +409,15 @@ class PoseRefiner:
         use = count[point] >= 2  # landmarks seen at least twice among the kept frames
         ids, point = np.unique(uid[use], return_inverse=True)
         frame, xy = frame[use], np.concatenate([k.xy for k in kept])[use]
-        held = np.array([j == 0 or k.index == 0 for j, k in enumerate(kept)])  # the gauge
         if len(ids) == 0:
             return []
         model_depth = np.concatenate([k.model_depth for k in kept])[use]
         adjusted = spread_track(point, c.final_max_track)
+        # Held: the gauge, and frames too few shared landmarks observe (a stream whose poses were
+        # mostly chained through the model's motion left frames with none; free, their empty
+        # blocks made the reduced system singular and every rotation of the revision garbage).
+        seen = np.bincount(frame[adjusted], minlength=len(kept))
+        held = np.array([j == 0 or k.index == 0 for j, k in enumerate(kept)]) | (seen < c.min_inliers)
         problem = BundleProblem(
             extrinsic=np.stack([k.extrinsic for k in kept]), intrinsic=np.broadcast_to(self.intrinsic, (len(kept), 3, 3)),
             free=~held, points=np.stack([self.landmark_at[u] for u in ids.tolist()]), frame=frame[adjusted],
