@@ -224,6 +224,20 @@ def test_final_adjustment_holds_a_frame_without_shared_landmarks(clip):
             assert np.degrees(Rotation.from_matrix(R).magnitude()) < 1.0
 
 
+
+def test_finish_keeps_the_streamed_results_when_the_adjustment_turns_a_camera_too_far(clip, caplog):
+    limit = PoseRefiner(RefineConfig(final_max_rotation_deg=1e-9))  # any turn counts as diverged
+    free = PoseRefiner()
+    for i in range(6):
+        limit.refine(_prediction(clip, i, np.eye(4)[:3]))
+        free.refine(_prediction(clip, i, np.eye(4)[:3]))
+    assert len(free.finish()) == 6 and 0 < free.final_turn_deg < 45
+    with caplog.at_level("WARNING"):
+        assert limit.finish() == []
+    assert limit.final_turn_deg > 0 and "diverged" in caplog.text
+    assert limit.frames == [] and len(limit.history) == 0  # still a new stream
+
+
 def test_spread_track_keeps_at_most_the_cap_per_landmark_from_first_to_last():
     # landmark 0: a 100-frame track, 1: three frames, 2: exactly the cap; interleaved as in a stream
     point = np.concatenate([np.repeat([0, 1, 2], [1, 1, 1]), np.zeros(96, int), np.array([1, 1]),

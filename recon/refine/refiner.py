@@ -44,6 +44,7 @@ The world stays the model's: first camera at the origin, the model's metric scal
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import deque
 from dataclasses import dataclass
 
@@ -56,6 +57,8 @@ from .bundle import BundleProblem, bundle_adjust, project, scale_focal
 from .calibrate import FocalEstimator
 from .depth_fit import fit_depth, sample_depth
 from .features import SiftFeatures
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,6 +88,7 @@ class RefineConfig:
     # camera system costs the sum of squared track lengths, and tracks of hundreds of frames made
     # a 500-frame adjustment take minutes (the rest still feed the depth fit).
     final_max_track: int = 64
+    final_max_rotation_deg: float = 45.0  # an adjustment turning any camera further has diverged: not used
     # ... and each frame's depth fitted to its landmarks (recon.refine.depth_fit)
     fit_depth: bool = True
     fit_max_px: float = 2.0  # landmarks reprojecting farther than this after the adjustment are not used
@@ -163,6 +167,7 @@ class PoseRefiner:
         self.config = config or RefineConfig()
         self.world_points = world_points
         self.features = SiftFeatures(self.config.max_features, self.config.ratio)
+        self.final_turn_deg: float | None = None  # the last final adjustment's largest camera turn
         self.reset()
 
     def reset(self) -> None:
@@ -426,6 +431,14 @@ class PoseRefiner:
         )  # fmt: skip
         extrinsic, points, _, log_focal = bundle_adjust(problem, c.sigma_px, c.final_sigma_log_depth,
                                                         c.final_iterations, solver="schur")  # fmt: skip
+        trace = np.einsum("fij,fij->f", extrinsic[:, :, :3], problem.extrinsic[:, :, :3])  # of R R0^T
+        self.final_turn_deg = float(np.degrees(np.arccos(np.clip(trace.min() / 2 - 0.5, -1.0, 1.0))))
+        if self.final_turn_deg > c.final_max_rotation_deg:
+            # Diverged (seen on a 500-frame GPU stream whose poses were half chained through the
+            # model's motion: cameras turned by up to 170 degrees): keep the streamed results.
+            log.warning("the end-of-stream adjustment turned a camera by %.0f degrees (> %g): diverged, "
+                        "the streamed results are kept", self.final_turn_deg, c.final_max_rotation_deg)
+            return []
         K = scale_focal(self.intrinsic, log_focal)
         R, t = extrinsic[:, :, :3], extrinsic[:, :, 3]
         # Every observation, adjusted or not, measures its frame's depth at the adjusted landmark.
