@@ -20,7 +20,8 @@ against a map of landmarks:
      matches between the newest and the oldest frame of the window feed a Mendonca-Cipolla
      estimate (recon.refine.calibrate), adopted, with a prior at the model's median focal, once
      `calibration_pairs` informative pairs were seen; until then the adjustment estimates the
-     focal itself around the model's median.
+     focal itself around the model's median. When the adopted focal differs from the window's by
+     more than `relift_log_focal`, the window's landmarks are lifted again through the new camera.
 Causal: a frame's refined camera is final when it is emitted (later adjustments of the window
 do not re-emit it) -- until the stream ends. Then `finish()` adjusts the last `final_frames`
 frames together (every landmark they share, a weak prior at the model's own depth: many views
@@ -28,8 +29,11 @@ triangulate what a window of six cannot) and fits each frame's depth to its adju
 (recon.refine.depth_fit), weighting a landmark by how well its parallax determines its depth. It
 returns those frames revised, for the exports and the evaluation (recon.pipeline.run_stream).
 On the 48-frame held-out benchmark this takes ATE from 2.9 % to 1.65 % and depth AbsRel from
-0.150 to 0.112; over 500 frames the map's scale drifts and the fitted depth got worse
-(docs/MODEL_CARD.md, session 10), hence the default of 64 frames. Memory is bounded: landmarks unseen for `window + match_frames` frames and
+0.150 to 0.112; over 500 frames (a 500-frame final adjustment, ~1 minute on a CPU with at most
+`final_max_track` observations of a landmark) ATE 2.15 -> 0.85 % and AbsRel 0.200 -> 0.141
+(`rolling`), but the map's scale can drift against the model's along such a stream, hence the
+default of 64 frames (docs/MODEL_CARD.md, sessions 10 and 11). An adjustment that turns a camera
+by more than `final_max_rotation_deg` is taken as diverged and not used. Memory is bounded: landmarks unseen for `window + match_frames` frames and
 frames older than the window are dropped; the model's focal lengths are kept for the last
 `focal_history` frames; the final adjustment keeps the observations and the emitted prediction of
 the last `final_frames` frames (about 2 MB a frame at 224 px).
@@ -418,9 +422,8 @@ class PoseRefiner:
             return []
         model_depth = np.concatenate([k.model_depth for k in kept])[use]
         adjusted = spread_track(point, c.final_max_track)
-        # Held: the gauge, and frames too few shared landmarks observe (a stream whose poses were
-        # mostly chained through the model's motion left frames with none; free, their empty
-        # blocks made the reduced system singular and every rotation of the revision garbage).
+        # Held: the gauge, and frames too few adjusted observations see to fix a pose (as PnP needs
+        # min_inliers): a stream whose poses were mostly chained through the model's motion has many.
         seen = np.bincount(frame[adjusted], minlength=len(kept))
         held = np.array([j == 0 or k.index == 0 for j, k in enumerate(kept)]) | (seen < c.min_inliers)
         problem = BundleProblem(
