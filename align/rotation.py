@@ -1,7 +1,8 @@
 """Rotations. Quaternions are scalar-last (x, y, z, w), as in the VGGT pose encoding.
 
-Works for torch tensors of any batch shape [..., 4] / [..., 3, 3]; `hat` is numpy (the
-numpy geometry of recon.refine and the pose smoothing of recon.model.horizon_poses).
+Works for torch tensors of any batch shape [..., 4] / [..., 3, 3]; `hat` and
+`rotation_angle_deg` are numpy (the numpy geometry of recon.refine, the pose smoothing of
+recon.model.horizon_poses, the trajectory metrics of recon.eval).
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ def hat(w: np.ndarray) -> np.ndarray:
     x, y, z = w[..., 0], w[..., 1], w[..., 2]
     o = np.zeros_like(x)
     return np.stack((o, -z, y, z, o, -x, -y, x, o), axis=-1).reshape(w.shape[:-1] + (3, 3))
+
+
+def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
+    """Rotation angle in degrees of rotation matrices [M, 3, 3] -> [M] (atan2 form: accurate near 0)."""
+    axis = np.stack((R[:, 2, 1] - R[:, 1, 2], R[:, 0, 2] - R[:, 2, 0], R[:, 1, 0] - R[:, 0, 1]), axis=1)
+    cos = np.trace(R, axis1=1, axis2=2) - 1.0
+    return np.degrees(np.arctan2(np.linalg.norm(axis, axis=1), cos))
 
 
 def quat_to_mat(q: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recon.align.rotation import rotation_angle_deg
 from recon.align.umeyama import Sim3
 from recon.datasets.trajectory import Trajectory
 
@@ -183,13 +184,6 @@ def _inverse(poses: np.ndarray) -> np.ndarray:
     out[:, :3, :3] = Rt
     out[:, :3, 3] = -(Rt @ poses[:, :3, 3, None])[..., 0]
     return out
-
-
-def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
-    """Rotation angle in degrees of rotation matrices [M, 3, 3] -> [M] (atan2 form: accurate near 0)."""
-    axis = np.stack((R[:, 2, 1] - R[:, 1, 2], R[:, 0, 2] - R[:, 2, 0], R[:, 1, 0] - R[:, 0, 1]), axis=1)
-    cos = np.trace(R, axis1=1, axis2=2) - 1.0
-    return np.degrees(np.arctan2(np.linalg.norm(axis, axis=1), cos))
 
 
 @dataclass

@@ -56,6 +56,7 @@ import cv2
 import numpy as np
 
 from recon.align.prediction import world_points_from_depth
+from recon.align.rotation import rotation_angle_deg
 
 from .bundle import BundleProblem, bundle_adjust, project, scale_focal
 from .calibrate import FocalEstimator
@@ -434,8 +435,8 @@ class PoseRefiner:
         )  # fmt: skip
         extrinsic, points, _, log_focal = bundle_adjust(problem, c.sigma_px, c.final_sigma_log_depth,
                                                         c.final_iterations, solver="schur")  # fmt: skip
-        trace = np.einsum("fij,fij->f", extrinsic[:, :, :3], problem.extrinsic[:, :, :3])  # of R R0^T
-        self.final_turn_deg = float(np.degrees(np.arccos(np.clip(trace.min() / 2 - 0.5, -1.0, 1.0))))
+        turn = rotation_angle_deg(extrinsic[:, :, :3] @ np.swapaxes(problem.extrinsic[:, :, :3], 1, 2))
+        self.final_turn_deg = float(turn.max())
         if self.final_turn_deg > c.final_max_rotation_deg:
             # Diverged (seen on a 500-frame GPU stream whose poses were half chained through the
             # model's motion: cameras turned by up to 170 degrees): keep the streamed results.
