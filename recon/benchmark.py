@@ -87,7 +87,7 @@ def _worker_rows(spec: dict, scenes: list, frames: int, threads: int) -> list[di
     return rows
 
 
-def _parallel_rows(spec: dict, frames: int, jobs: int) -> list[dict]:
+def _parallel_rows(spec: dict, frames: int, jobs: int, scenes: tuple = BENCHMARK_SCENES) -> list[dict]:
     """The synthetic scenes spread over `jobs` processes (scene i to process i % jobs), each
     with its own model and a share of the CPU threads. The refiner and the renderer are
     CPU-bound and serial per stream, so this is what keeps a GPU busy with --refine."""
@@ -96,9 +96,9 @@ def _parallel_rows(spec: dict, frames: int, jobs: int) -> list[dict]:
 
     import torch
 
-    jobs = min(jobs, len(BENCHMARK_SCENES))
+    jobs = min(jobs, len(scenes))
     threads = max(1, torch.get_num_threads() // jobs)
-    shares = [list(BENCHMARK_SCENES[j::jobs]) for j in range(jobs)]
+    shares = [list(scenes[j::jobs]) for j in range(jobs)]
     # Each worker's BLAS/OpenMP pools must be sized before it imports numpy, i.e. through the
     # environment it is spawned with; otherwise every worker starts a pool as wide as the machine.
     saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
@@ -112,7 +112,7 @@ def _parallel_rows(spec: dict, frames: int, jobs: int) -> list[dict]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    rows: list[dict] = [{}] * len(BENCHMARK_SCENES)
+    rows: list[dict] = [{}] * len(scenes)
     for j, share_rows in enumerate(results):
         rows[j::jobs] = share_rows
     return rows
@@ -120,18 +120,21 @@ def _parallel_rows(spec: dict, frames: int, jobs: int) -> list[dict]:
 
 def run_benchmark(rec, frames: int = 48, size: int = 224, tum: str | os.PathLike | None = TUM_FRAMES,
                   colmap: bool = False, progress: bool = False, jobs: int = 1,
-                  spec: dict | None = None) -> dict:  # fmt: skip
-    """Run every benchmark scene through `rec` (or, with jobs > 1, through reconstructors that
-    worker processes build from `spec`, see make_reconstructor) and the TUM frames through `rec`."""
+                  spec: dict | None = None, seeds: list[int] | None = None) -> dict:  # fmt: skip
+    """Run every benchmark scene (or those of `seeds`, a part to merge later: merge_results)
+    through `rec` (or, with jobs > 1, through reconstructors that worker processes build from
+    `spec`, see make_reconstructor) and the TUM frames through `rec`."""
+    scenes = BENCHMARK_SCENES if seeds is None else tuple(s for s in BENCHMARK_SCENES if s[0] in set(seeds))
+    if seeds is not None and len(scenes) != len(set(seeds)):
+        raise ValueError(f"run_benchmark: seeds must be among {[s[0] for s in BENCHMARK_SCENES]}, got {seeds}")
     if jobs > 1:
         if spec is None:
             raise ValueError("run_benchmark: jobs > 1 needs the reconstructor's spec")
-        rows = _parallel_rows({**spec, "size": size}, frames, jobs)
+        rows = _parallel_rows({**spec, "size": size}, frames, jobs, scenes)
     else:
-        rows = [_scene_row(rec, scene, frames, size, progress) for scene in BENCHMARK_SCENES]
-    synthetic = {k: float(np.nanmean([r[k] for r in rows])) for k in ("ate_pct_of_path", "depth_abs_rel",
-                                                                         "depth_delta1", "rpe_rot_rmse_deg")}  # fmt: skip
-    result = {"frames": frames, "size": size, "synthetic_mean": synthetic, "synthetic": rows}
+        rows = [_scene_row(rec, scene, frames, size, progress) for scene in scenes]
+    result = {"frames": frames, "size": size, "synthetic_mean": _mean(rows), "synthetic": rows,
+              "seeds": [s[0] for s in scenes]}  # fmt: skip
     if tum is not None and Path(tum).exists():
         from recon.datasets.readers import open_sequence
 
@@ -148,6 +151,37 @@ def run_benchmark(rec, frames: int = 48, size: int = 224, tum: str | os.PathLike
             scored.pop("_results", None)
             result["tum_colmap"] = scored
     return result
+
+
+def _mean(rows: list[dict]) -> dict:
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in ("ate_pct_of_path", "depth_abs_rel",
+                                                                  "depth_delta1", "rpe_rot_rmse_deg")}  # fmt: skip
+
+
+_RUN_KEYS = ("frames", "size", "model", "memory", "refine", "final_frames")
+
+
+def merge_results(parts: list[dict]) -> dict:
+    """One result from runs over disjoint parts of the synthetic scenes (`--seeds`) that together
+    cover them all, with the same settings; TUM rows come from the part that has them."""
+    settings = {tuple(p.get(k) for k in _RUN_KEYS) for p in parts}
+    if len(settings) != 1:
+        raise ValueError(f"merge: the parts were run with different settings {sorted(map(str, settings))}")
+    by_seed = {}
+    for part in parts:
+        for seed, row in zip(part.get("seeds", [s[0] for s in BENCHMARK_SCENES]), part["synthetic"]):
+            if seed in by_seed:
+                raise ValueError(f"merge: scene {seed} is in two parts")
+            by_seed[seed] = row
+    missing = [s[0] for s in BENCHMARK_SCENES if s[0] not in by_seed]
+    if missing:
+        raise ValueError(f"merge: scenes {missing} are in no part")
+    rows = [by_seed[s[0]] for s in BENCHMARK_SCENES]
+    merged = {**{k: parts[0].get(k) for k in _RUN_KEYS}, "synthetic_mean": _mean(rows), "synthetic": rows,
+              "seeds": [s[0] for s in BENCHMARK_SCENES], "merged_from": len(parts)}  # fmt: skip
+    for part in parts:
+        merged.update({k: part[k] for k in ("tum", "tum_colmap") if k in part})
+    return merged
 
 
 def format_table(result: dict) -> str:
@@ -187,17 +221,38 @@ def main(argv: list[str] | None = None) -> int:
                         "streamed results are scored, files get a _streamed suffix)")
     p.add_argument("--jobs", type=int, default=1,
                    help="worker processes for the synthetic scenes (each loads the model; default 1)")
+    p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")],
+                   help="only these scenes (comma-separated seeds), e.g. to split the benchmark over "
+                        "machines; the files get a _part-<seeds> suffix (see --merge)")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="combine the result files of runs over parts (--seeds) into one, and exit")
     p.add_argument("--out", default="benchmark_out")
     args = p.parse_args(argv)
-    spec = {"model": args.model, "preset": args.preset, "memory": args.memory, "device": args.device,
-            "size": args.size, "refine": args.refine, "final_frames": args.final_frames}  # fmt: skip
-    rec = make_reconstructor(spec)
-    result = run_benchmark(rec, args.frames, args.size, colmap=args.colmap, jobs=args.jobs, spec=spec)
-    result.update(model=args.model, memory=args.memory, refine=args.refine)
-    name = f"benchmark_{args.memory}"
-    if args.refine:
-        result["final_frames"] = args.final_frames
-        name += "_refine" if args.final_frames > 0 else "_refine_streamed"
+    if args.merge:
+        parts = []
+        for path in args.merge:
+            try:
+                parts.append(json.loads(Path(path).read_text()))
+            except (OSError, ValueError) as e:
+                raise SystemExit(f"recon benchmark: cannot read {path}: {e}")
+        try:
+            result = merge_results(parts)
+        except ValueError as e:
+            raise SystemExit(f"recon benchmark: {e}")
+        name = Path(args.merge[0]).stem.split("_part-")[0]
+    else:
+        spec = {"model": args.model, "preset": args.preset, "memory": args.memory, "device": args.device,
+                "size": args.size, "refine": args.refine, "final_frames": args.final_frames}  # fmt: skip
+        rec = make_reconstructor(spec)
+        result = run_benchmark(rec, args.frames, args.size, colmap=args.colmap, jobs=args.jobs, spec=spec,
+                               seeds=args.seeds)  # fmt: skip
+        result.update(model=args.model, memory=args.memory, refine=args.refine)
+        name = f"benchmark_{args.memory}"
+        if args.refine:
+            result["final_frames"] = args.final_frames
+            name += "_refine" if args.final_frames > 0 else "_refine_streamed"
+        if args.seeds:
+            name += "_part-" + "-".join(map(str, result["seeds"]))
     from recon.eval import write_json
 
     from .atomic import write_text_atomic

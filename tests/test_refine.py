@@ -141,6 +141,26 @@ def test_finish_adjusts_the_whole_stream_and_fits_the_depth_to_it(clip):
     assert np.allclose(p.world_points[100, 60], X[0], atol=1e-4)
 
 
+def test_finish_fuses_each_frame_depth_with_its_neighbours(clip):
+    """Per-pixel noise the landmarks cannot see (it differs from frame to frame) is what the
+    median over the neighbours' reprojected depths removes; without the fusion it stays."""
+    rng = np.random.default_rng(4)
+    noise = np.exp(rng.normal(0, 0.1, clip["depth"].shape)).astype(np.float32)
+
+    def final_abs_rel(config):
+        refiner = PoseRefiner(config)
+        for i in range(len(clip["extrinsic"])):
+            pred = _prediction(clip, i, np.eye(4)[:3])
+            refiner.refine(dataclasses.replace(pred, depth=pred.depth * noise[i]))
+        d = np.stack([p.depth for p in refiner.finish()]).astype(np.float64)
+        ok = np.isfinite(d) & clip["valid"] & (clip["depth"] > 0)
+        s = np.median(clip["depth"][ok]) / np.median(d[ok])
+        return np.mean(np.abs(s * d[ok] - clip["depth"][ok]) / clip["depth"][ok])
+
+    unfused, fused = final_abs_rel(RefineConfig(fuse_radius=0)), final_abs_rel(RefineConfig())
+    assert unfused > 0.05 and fused < 0.7 * unfused
+
+
 def test_scale_hold_keeps_the_map_scale_unless_it_drifts_or_the_stream_started_earlier():
     refiner = PoseRefiner(RefineConfig(min_inliers=3, fit_max_scale_drift=1.0))
     frame = np.repeat(np.arange(4), 5)
@@ -284,14 +304,17 @@ def _problem(rng, focal_scale: float = 1.0):
     return problem, extrinsic, points
 
 
-def test_bundle_jacobian_matches_central_differences_away_from_the_start():
+@pytest.mark.parametrize("walk", [None, 0.1])
+def test_bundle_jacobian_matches_central_differences_away_from_the_start(walk):
     from recon.refine.bundle import _jacobian, _residuals
 
     rng = np.random.default_rng(3)
     problem, _, _ = _problem(rng)
     problem.focal_prior = (0.05, 0.3)
+    problem.depth_scale_walk = walk
     poses = np.concatenate((rng.normal(0, 0.2, (2, 3)), problem.extrinsic[problem.free, :, 3]), 1).ravel()
-    x = np.concatenate((poses, problem.points.ravel() + rng.normal(0, 0.1, problem.points.size), [0.1]))
+    scales = [] if walk is None else [0.2, -0.1]
+    x = np.concatenate((poses, problem.points.ravel() + rng.normal(0, 0.1, problem.points.size), scales, [0.1]))
     J = _jacobian(x, problem, 1.5, 0.2).toarray()
     numeric = np.zeros_like(J)
     for i in range(len(x)):
@@ -342,11 +365,42 @@ def test_bundle_adjustment_recovers_perturbed_poses_and_points_and_holds_the_gau
     problem.extrinsic[1:, :, 3] += rng.normal(0, 0.05, (2, 3))
     problem.extrinsic[1:, :, :3] = Rotation.from_rotvec(rng.normal(0, 0.02, (2, 3))).as_matrix() @ problem.extrinsic[1:, :, :3]
     problem.points += rng.normal(0, 0.05, points.shape)
-    out, X, error, log_focal = bundle_adjust(problem, max_iterations=50)
+    out, X, error, log_focal, _ = bundle_adjust(problem, max_iterations=50)
     assert np.abs(out - extrinsic).max() < 1e-5
     assert np.abs(X - points).max() < 1e-5
     assert error.max() < 1e-3 and log_focal == 0.0
     assert np.array_equal(out[0], extrinsic[0])  # the held frame does not move
+
+
+def test_depth_scale_walk_keeps_a_rotating_stream_at_its_first_frame_scale():
+    """Cameras turning about one centre: the landmarks' depths rest on the depth priors alone. A
+    frame whose model depth drifted 1.5x pulls the shared landmarks off without per-frame scales;
+    with them its scale is estimated and the landmarks keep the held frame's scale."""
+    rng = np.random.default_rng(2)
+    points = rng.uniform([-1.5, -1.5, 3], [1.5, 1.5, 6], (80, 3))
+    K = np.array([[200.0, 0, 112], [0, 200.0, 112], [0, 0, 1]])
+    R = Rotation.from_rotvec([[0, 0, 0], [0, 0.05, 0], [0.02, 0.1, 0]]).as_matrix()
+    extrinsic = np.concatenate((R, np.zeros((3, 3, 1))), axis=2)
+    frame, point = np.repeat(np.arange(3), len(points)), np.tile(np.arange(len(points)), 3)
+    Xc = np.einsum("mij,mj->mi", R[frame], points[point])
+    drift = np.array([1.0, 1.0, 1.5])[frame]
+    problem = BundleProblem(
+        extrinsic=extrinsic, intrinsic=np.stack([K] * 3), free=np.array([False, True, True]),
+        points=points * 1.1, frame=frame, point=point, xy=Xc[:, :2] / Xc[:, 2:] * 200.0 + 112.0,
+        depth=Xc[:, 2] * drift,
+    )  # fmt: skip
+
+    def depth_error(result) -> float:
+        return float(np.median(np.abs(np.log(np.linalg.norm(result.points, axis=1) / np.linalg.norm(points, axis=1)))))
+
+    without = bundle_adjust(problem, max_iterations=100, solver="schur")
+    problem.depth_scale_walk = 0.2
+    walk = bundle_adjust(problem, max_iterations=100, solver="schur")
+    assert depth_error(without) > 0.1  # about log(1.5) / 3
+    assert depth_error(walk) < 0.02
+    assert walk.log_depth_scale[0] == 0.0
+    assert walk.log_depth_scale[2] == pytest.approx(-np.log(1.5), abs=0.05)  # map depth = prior * exp(s)
+    assert np.median(walk.error) < 0.05
 
 
 def test_bundle_adjustment_self_calibrates_the_focal_length():
@@ -354,11 +408,11 @@ def test_bundle_adjustment_self_calibrates_the_focal_length():
     problem, extrinsic, points = _problem(rng, focal_scale=0.8)  # the model's focal is 20 % short
     problem.points = lift(problem.xy[: len(points)], problem.depth[: len(points)], extrinsic[0], problem.intrinsic[0])
     problem.focal_prior = (0.0, 1.0)  # a weak prior at the wrong focal
-    out, _, error, log_focal = bundle_adjust(problem, max_iterations=100)
+    out, _, error, log_focal, _ = bundle_adjust(problem, max_iterations=100)
     assert np.exp(log_focal) * 0.8 == pytest.approx(1.0, abs=0.01)
     assert np.median(error) < 0.05
     problem.focal_prior = None  # held at the wrong focal, the cameras come out wrong
-    held, _, _, _ = bundle_adjust(problem, max_iterations=100)
+    held, _, _, _, _ = bundle_adjust(problem, max_iterations=100)
     calibrated_error = np.abs(_centres(out) - _centres(extrinsic)).max()
     assert calibrated_error < 0.01
     assert np.abs(_centres(held) - _centres(extrinsic)).max() > 3 * calibrated_error

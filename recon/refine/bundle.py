@@ -4,7 +4,9 @@ eliminated: recon.refine.solver).
 Unknowns: the camera-from-world poses of the free frames and the 3D landmarks. Residuals, per
 observation of landmark l in frame f at pixel xy with the model's depth d there:
   reprojection   (project(R_f X_l + t_f) - xy) / sigma_px                     2 values
-  depth prior    (log z_f(X_l) - log d) / sigma_log_depth                     1 value
+  depth prior    (log z_f(X_l) - log d - s_f) / sigma_log_depth               1 value
+and, with `depth_scale_walk`, a log scale s_f per free frame (0 for held ones) that changes
+from one frame to the next by about that sigma: (s_f+1 - s_f) / depth_scale_walk.
 The depth priors fix the scale (and the structure where the baseline is too short to
 triangulate); the reprojections tie the frames to shared landmarks. Both go through a soft-L1
 loss beyond three sigma, so a wrong match or a bad depth weighs linearly, not quadratically
@@ -15,6 +17,7 @@ Frames that are not free anchor the gauge; rotations are updated on the left, R 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -41,10 +44,24 @@ class BundleProblem:
     # Self-calibration: (mean, sigma) of a prior on one log-focal offset shared by all frames
     # (fx and fy scale together); None holds the intrinsics.
     focal_prior: tuple[float, float] | None = None
+    # A log scale per free frame on its depth priors (held frames: 0), changing from one frame to
+    # the next (in `extrinsic` order) by about this sigma; None: no scales. The model's depth is
+    # then trusted in shape within a frame more than in scale between frames: a causal model's
+    # scale drifts along a stream, and the shared landmarks tie the frames' scales instead.
+    depth_scale_walk: float | None = None
 
 
-def _unpack(problem: BundleProblem, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """x = [6 per free pose (rotation vector, translation), 3 per landmark, log-focal offset?]."""
+class BundleResult(NamedTuple):
+    extrinsic: np.ndarray  # [F, 3, 4] float64; held frames unchanged
+    points: np.ndarray  # [L, 3]
+    error: np.ndarray  # [M] reprojection error, pixels
+    log_focal: float  # the focal's log offset (0 unless focal_prior is set)
+    log_depth_scale: np.ndarray  # [F] s_f: the landmarks sit at the depth priors times exp(s_f) (0 without depth_scale_walk)
+
+
+def _unpack(problem: BundleProblem, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
+    """x = [6 per free pose (rotation vector, translation), 3 per landmark, a log depth scale per
+    free pose?, log-focal offset?] -> R [F, 3, 3], t [F, 3], X [L, 3], log focal, log scales [F]."""
     free = np.flatnonzero(problem.free)
     R = problem.extrinsic[:, :, :3].copy()
     t = problem.extrinsic[:, :, 3].copy()
@@ -52,8 +69,12 @@ def _unpack(problem: BundleProblem, x: np.ndarray) -> tuple[np.ndarray, np.ndarr
     R[free] = Rotation.from_rotvec(pose[:, :3]).as_matrix() @ R[free]
     t[free] = pose[:, 3:]
     n = 6 * len(free) + 3 * len(problem.points)
+    log_scale = np.zeros(len(problem.free))
+    if problem.depth_scale_walk is not None:
+        log_scale[free] = x[n : n + len(free)]
+        n += len(free)
     log_focal = float(x[n]) if problem.focal_prior is not None else 0.0
-    return R, t, x[6 * len(free) : n].reshape(-1, 3), log_focal
+    return R, t, x[6 * len(free) : 6 * len(free) + 3 * len(problem.points)].reshape(-1, 3), log_focal, log_scale
 
 
 def scale_focal(K: np.ndarray, log_focal: float) -> np.ndarray:
@@ -74,12 +95,14 @@ def project(R: np.ndarray, t: np.ndarray, K: np.ndarray, X: np.ndarray) -> tuple
 
 
 def _residuals(x: np.ndarray, problem: BundleProblem, sigma_px: float, sigma_log_depth: float) -> np.ndarray:
-    R, t, X, log_focal = _unpack(problem, x)
+    R, t, X, log_focal, log_scale = _unpack(problem, x)
     f, p = problem.frame, problem.point
     uv, z = project(R[f], t[f], scale_focal(problem.intrinsic, log_focal)[f], X[p])
     r_px = (uv - problem.xy) / sigma_px
-    r_depth = (np.log(np.maximum(z, _MIN_Z)) - np.log(problem.depth)) / sigma_log_depth
+    r_depth = (np.log(np.maximum(z, _MIN_Z)) - np.log(problem.depth) - log_scale[f]) / sigma_log_depth
     r = [r_px[:, 0], r_px[:, 1], r_depth]
+    if problem.depth_scale_walk is not None:
+        r.append(np.diff(log_scale) / problem.depth_scale_walk)
     if problem.focal_prior is not None:
         mean, sigma = problem.focal_prior
         r.append(np.array([(log_focal - mean) / sigma]))
@@ -98,11 +121,11 @@ def _left_jacobian(w: np.ndarray) -> np.ndarray:
 
 
 def _jacobian(x: np.ndarray, problem: BundleProblem, sigma_px: float, sigma_log_depth: float) -> csr_matrix:
-    """The residuals' Jacobian, analytic and sparse (rows: the u, v and log-depth blocks, then the
-    focal prior; columns: 6 per free pose, 3 per landmark, the log-focal offset). Finite
-    differences cost a residual evaluation per colour group of columns, which made a 500-frame
-    final adjustment take minutes."""
-    R, t, X, log_focal = _unpack(problem, x)
+    """The residuals' Jacobian, analytic and sparse (rows: the u, v and log-depth blocks, the scale
+    walk, the focal prior; columns: 6 per free pose, 3 per landmark, a log depth scale per free
+    pose, the log-focal offset). Finite differences cost a residual evaluation per colour group of
+    columns, which made a 500-frame final adjustment take minutes."""
+    R, t, X, log_focal, _ = _unpack(problem, x)
     f, p = problem.frame, problem.point
     M, L = len(f), len(problem.points)
     K = scale_focal(problem.intrinsic, log_focal)[f]
@@ -142,8 +165,21 @@ def _jacobian(x: np.ndarray, problem: BundleProblem, sigma_px: float, sigma_log_
     rows_all = [r.ravel() for r in blocks_rows]
     cols_all = [c.ravel() for c in blocks_cols]
     vals_all = [v.ravel() for v in values]
+    if problem.depth_scale_walk is not None:
+        # log z - log d - s_f: -1 / sigma on the frame's scale; (s_j+1 - s_j) / sigma_walk
+        scale_column = np.where(column >= 0, n_cols + column // 6, -1)
+        rows_all.append(2 * M + obs[has])
+        cols_all.append(scale_column[f[has]])
+        vals_all.append(np.full(int(has.sum()), -1.0 / sigma_log_depth))
+        for side, sign in ((1, 1.0), (0, -1.0)):
+            pair = np.arange(len(problem.free) - 1)
+            pair = pair[scale_column[pair + side] >= 0]
+            rows_all.append(n_rows + pair)
+            cols_all.append(scale_column[pair + side])
+            vals_all.append(np.full(len(pair), sign / problem.depth_scale_walk))
+        n_rows, n_cols = n_rows + len(problem.free) - 1, n_cols + len(free)
     if problem.focal_prior is not None:  # u - c scales with the focal
-        rows_all += [np.arange(2 * M), np.array([3 * M])]
+        rows_all += [np.arange(2 * M), np.array([n_rows])]
         cols_all += [np.full(2 * M, n_cols), np.array([n_cols])]
         uc = np.concatenate((fx * Xc[:, 0] / z, fy * Xc[:, 1] / z)) / sigma_px
         vals_all += [uc, np.array([1.0 / problem.focal_prior[1]])]
@@ -153,9 +189,8 @@ def _jacobian(x: np.ndarray, problem: BundleProblem, sigma_px: float, sigma_log_
 
 
 def bundle_adjust(problem: BundleProblem, sigma_px: float = 1.0, sigma_log_depth: float = 0.15,
-                  max_iterations: int = 15, solver: str = "trust-region") -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:  # fmt: skip
-    """Returns (extrinsic [F, 3, 4], points [L, 3], reprojection error [M] in pixels, log-focal
-    offset: 0 unless `focal_prior` is set), float64; held frames come back unchanged.
+                  max_iterations: int = 15, solver: str = "trust-region") -> BundleResult:  # fmt: skip
+    """The adjusted problem (BundleResult, float64); held frames come back unchanged.
 
     solver: "trust-region" (scipy's, steps solved iteratively: fine for the few frames of a
     window, and what the streaming refiner's settings were chosen with) or "schur" (recon.refine.
@@ -166,6 +201,8 @@ def bundle_adjust(problem: BundleProblem, sigma_px: float = 1.0, sigma_log_depth
     free = np.flatnonzero(problem.free)
     x0 = np.concatenate((np.zeros((len(free), 3)), problem.extrinsic[free, :, 3]), axis=1).ravel()
     x0 = np.concatenate((x0, np.asarray(problem.points, np.float64).ravel()))
+    if problem.depth_scale_walk is not None:
+        x0 = np.concatenate((x0, np.zeros(len(free))))
     if problem.focal_prior is not None:
         x0 = np.append(x0, 0.0)
     n_pose = 6 * len(free)
@@ -176,8 +213,8 @@ def bundle_adjust(problem: BundleProblem, sigma_px: float = 1.0, sigma_log_depth
     else:
         x = least_squares(_residuals, x0, jac=_jacobian, method="trf", loss="soft_l1", f_scale=3.0, x_scale="jac",
                           max_nfev=max_iterations, args=args).x  # fmt: skip
-    R, t, X, log_focal = _unpack(problem, x)
+    R, t, X, log_focal, log_scale = _unpack(problem, x)
     K = scale_focal(problem.intrinsic, log_focal)[problem.frame]
     uv, _ = project(R[problem.frame], t[problem.frame], K, X[problem.point])
     extrinsic = np.concatenate((R, t[..., None]), axis=-1)
-    return extrinsic, X, np.linalg.norm(uv - problem.xy, axis=-1), log_focal
+    return BundleResult(extrinsic, X, np.linalg.norm(uv - problem.xy, axis=-1), log_focal, log_scale)
