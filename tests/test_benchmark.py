@@ -1,19 +1,29 @@
-"""The frozen benchmark's runner: worker processes give the rows a single process gives."""
+"""The frozen benchmark's runner: worker processes give the rows a single process gives, and
+parts run by seed merge into the whole."""
+
+import json
 
 import numpy as np
+import pytest
 
-from recon.benchmark import BENCHMARK_SCENES, make_reconstructor, run_benchmark
+from recon.benchmark import BENCHMARK_SCENES, main, make_reconstructor, merge_results, run_benchmark
 from recon.checkpoint import save_checkpoint
 from recon.model import GeometryTransformer
 from tests.helpers import REDUCED, randomize_
 
 
-def test_jobs_reproduce_the_serial_rows(tmp_path):
-    path = tmp_path / "reduced.safetensors"
+@pytest.fixture(scope="module")
+def reduced(tmp_path_factory):
+    """A random reduced model's spec and reconstructor, and its whole benchmark run (3 frames)."""
+    path = tmp_path_factory.mktemp("benchmark") / "reduced.safetensors"
     save_checkpoint(randomize_(GeometryTransformer(REDUCED), seed=4), path)
     spec = {"model": str(path), "memory": "full", "device": "cpu", "size": 70, "refine": False}
     rec = make_reconstructor(spec)
-    serial = run_benchmark(rec, frames=3, size=70, tum=None)
+    return spec, rec, run_benchmark(rec, frames=3, size=70, tum=None)
+
+
+def test_jobs_reproduce_the_serial_rows(reduced):
+    spec, rec, serial = reduced
     parallel = run_benchmark(rec, frames=3, size=70, tum=None, jobs=3, spec=spec)
     assert [r["sequence"] for r in parallel["synthetic"]] == [f"{f}-{t}-{s}" for s, f, t in BENCHMARK_SCENES]
     for a, b in zip(serial["synthetic"], parallel["synthetic"]):
@@ -23,18 +33,8 @@ def test_jobs_reproduce_the_serial_rows(tmp_path):
         assert np.isclose(value, parallel["synthetic_mean"][key], rtol=1e-4)
 
 
-def test_parts_run_by_seed_merge_into_the_whole(tmp_path):
-    import json
-
-    import pytest
-
-    from recon.benchmark import main, merge_results
-
-    path = tmp_path / "reduced.safetensors"
-    save_checkpoint(randomize_(GeometryTransformer(REDUCED), seed=4), path)
-    spec = {"model": str(path), "memory": "full", "device": "cpu", "size": 70, "refine": False}
-    rec = make_reconstructor(spec)
-    whole = run_benchmark(rec, frames=3, size=70, tum=None)
+def test_parts_run_by_seed_merge_into_the_whole(reduced, tmp_path):
+    _, rec, whole = reduced
     seeds = [s[0] for s in BENCHMARK_SCENES]
     parts = [run_benchmark(rec, frames=3, size=70, tum=None, seeds=seeds[i::2]) for i in (1, 0)]
     assert [r["sequence"].rsplit("-", 1)[1] for r in parts[0]["synthetic"]] == [str(s) for s in seeds[1::2]]
