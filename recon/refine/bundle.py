@@ -94,6 +94,15 @@ def project(R: np.ndarray, t: np.ndarray, K: np.ndarray, X: np.ndarray) -> tuple
     return uv, Xc[:, 2]
 
 
+def lift(xy: np.ndarray, depth: np.ndarray, extrinsic: np.ndarray, intrinsic: np.ndarray) -> np.ndarray:
+    """`project`'s inverse for one camera: pixels [N, 2] at depths [N] -> world points [N, 3]
+    through a camera-from-world [3, 4] and intrinsics [3, 3]."""
+    K = intrinsic
+    cam = np.stack(((xy[:, 0] - K[0, 2]) / K[0, 0] * depth, (xy[:, 1] - K[1, 2]) / K[1, 1] * depth, depth), -1)
+    R, t = extrinsic[:, :3], extrinsic[:, 3]
+    return (cam - t) @ R  # R^T (cam - t), row-wise
+
+
 def _residuals(x: np.ndarray, problem: BundleProblem, sigma_px: float, sigma_log_depth: float) -> np.ndarray:
     R, t, X, log_focal, log_scale = _unpack(problem, x)
     f, p = problem.frame, problem.point

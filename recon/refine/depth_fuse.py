@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .bundle import lift
+
 
 def reproject_depth(depth: np.ndarray, intrinsic: np.ndarray, extrinsic: np.ndarray,
                     intrinsic_to: np.ndarray, extrinsic_to: np.ndarray) -> np.ndarray:  # fmt: skip
@@ -27,11 +29,8 @@ def _lift(depth: np.ndarray, intrinsic: np.ndarray, extrinsic: np.ndarray) -> np
     """The valid pixels of depth [H, W] as world points [3, N] (float32: one row per axis keeps
     the per-point arithmetic of `_splat` on contiguous arrays)."""
     v, u = np.nonzero(np.isfinite(depth) & (depth > 0))
-    z = depth[v, u]
-    camera = np.stack(((u + 0.5 - intrinsic[0, 2]) / intrinsic[0, 0] * z,
-                       (v + 0.5 - intrinsic[1, 2]) / intrinsic[1, 1] * z, z))  # fmt: skip
-    R, t = extrinsic[:, :3], extrinsic[:, 3]
-    return (R.T @ (camera - t[:, None])).astype(np.float32)
+    xy = np.stack((u + 0.5, v + 0.5), axis=1)
+    return np.ascontiguousarray(lift(xy, depth[v, u], extrinsic, intrinsic).T, dtype=np.float32)
 
 
 def _splat(world: np.ndarray, intrinsic: np.ndarray, extrinsic: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

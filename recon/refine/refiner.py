@@ -60,7 +60,7 @@ import numpy as np
 from recon.align.prediction import world_points_from_depth
 from recon.align.rotation import rotation_angle_deg
 
-from .bundle import BundleProblem, bundle_adjust, project, scale_focal
+from .bundle import BundleProblem, bundle_adjust, lift, project, scale_focal
 from .calibrate import FocalEstimator
 from .depth_fit import fit_depth, sample_depth
 from .depth_fuse import fuse_depth
@@ -153,14 +153,6 @@ def spread_track(point: np.ndarray, max_track: int) -> np.ndarray:
     keep = np.zeros(len(point), bool)
     keep[order] = (n <= max_track) | (np.abs(nearest - rank) <= 0.5)
     return keep
-
-
-def lift(xy: np.ndarray, depth: np.ndarray, extrinsic: np.ndarray, intrinsic: np.ndarray) -> np.ndarray:
-    """Pixels [N, 2] at depths [N] -> world points [N, 3] through a camera-from-world [3, 4]."""
-    K = intrinsic
-    cam = np.stack(((xy[:, 0] - K[0, 2]) / K[0, 0] * depth, (xy[:, 1] - K[1, 2]) / K[1, 1] * depth, depth), -1)
-    R, t = extrinsic[:, :3], extrinsic[:, 3]
-    return (cam - t) @ R  # R^T (cam - t), row-wise
 
 
 def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -464,21 +456,18 @@ class PoseRefiner:
         good = np.flatnonzero((error < c.fit_max_px) & (z > 0))
         per_frame = np.split(good, np.searchsorted(frame[good], np.arange(1, len(kept))))
         rescale = self._scale_hold(per_frame, z, model_depth, from_start=kept[0].index == 0)
-        depth_maps, changed = [], []
-        for j, k in enumerate(kept):
-            depth_map = np.asarray(k.prediction.depth, np.float64)
-            sel = per_frame[j]
-            changed.append(c.fit_depth and len(sel) >= c.min_inliers)
-            if changed[-1]:
-                depth_map = fit_depth(depth_map, xy[sel], z[sel] * rescale[j], weight[sel], c.fit_sigma_px,
-                                      c.fit_sigma_log, c.fit_model_weight)  # fmt: skip
-            depth_maps.append(depth_map)
-        if c.fuse_radius > 0:
+        fitted = [c.fit_depth and len(sel) >= c.min_inliers for sel in per_frame]
+        depth_maps = [np.asarray(k.prediction.depth, np.float64) for k in kept]
+        for j, sel in enumerate(per_frame):
+            if fitted[j]:
+                depth_maps[j] = fit_depth(depth_maps[j], xy[sel], z[sel] * rescale[j], weight[sel], c.fit_sigma_px,
+                                          c.fit_sigma_log, c.fit_model_weight)  # fmt: skip
+        fused = c.fuse_radius > 0
+        if fused:
             depth_maps = fuse_depth(np.stack(depth_maps), np.broadcast_to(K, (len(kept), 3, 3)), extrinsic,
                                     c.fuse_radius, c.fuse_max_log_diff)  # fmt: skip
-            changed = [True] * len(kept)
         return [self._with_camera(k.prediction, np.asarray(k.prediction.extrinsic, np.float64), extrinsic[j], K,
-                                  depth_maps[j], depth_changed=changed[j]) for j, k in enumerate(kept)]  # fmt: skip
+                                  depth_maps[j], depth_changed=fused or fitted[j]) for j, k in enumerate(kept)]  # fmt: skip
 
     def _scale_hold(self, per_frame: list[np.ndarray], z: np.ndarray, model_depth: np.ndarray,
                     from_start: bool) -> np.ndarray:  # fmt: skip
