@@ -90,7 +90,7 @@ class Reconstructor:
             from .refine import PoseRefiner, RefineConfig
 
             config = refine if isinstance(refine, RefineConfig) else None
-            self.refiner = PoseRefiner(config, world_points=world_points)
+            self.refiner = PoseRefiner(config, world_points=world_points, device=self.device)
 
     def _refined(self, predictions: list[FramePrediction]) -> list[FramePrediction]:
         if self.refiner is None:

@@ -28,7 +28,9 @@ frames together (every landmark they share, a weak prior at the model's own dept
 triangulate what a window of six cannot) and fits each frame's depth to its adjusted landmarks
 (recon.refine.depth_fit), weighting a landmark by how well its parallax determines its depth;
 then each pixel takes the median of the depths its neighbours' maps give it once reprojected
-(recon.refine.depth_fuse). It returns those frames revised, for the exports and the evaluation
+(recon.refine.depth_fuse), is measured again from the images by a plane sweep around that depth
+(recon.refine.depth_sweep: NCC against neighbours seen from a baseline; on `device`), and fused
+once more. It returns those frames revised, for the exports and the evaluation
 (recon.pipeline.run_stream).
 On the 48-frame held-out benchmark this takes ATE from 2.9 % to 1.65 % and depth AbsRel from
 0.150 to 0.102; over 500 frames (a 500-frame final adjustment, ~1 minute on a CPU with at most
@@ -52,10 +54,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import torch
 
 from recon.align.prediction import world_points_from_depth
 from recon.align.rotation import rotation_angle_deg
@@ -64,6 +67,7 @@ from .bundle import BundleProblem, bundle_adjust, lift, project, scale_focal
 from .calibrate import FocalEstimator
 from .depth_fit import fit_depth, sample_depth
 from .depth_fuse import fuse_depth
+from .depth_sweep import SweepConfig, grey, sweep_depth
 from .features import SiftFeatures
 
 log = logging.getLogger(__name__)
@@ -115,6 +119,9 @@ class RefineConfig:
     # its surface within `fuse_max_log_diff` (recon.refine.depth_fuse; 0: off)
     fuse_radius: int = 24
     fuse_max_log_diff: float = 0.3
+    # ... and, between two such fusions, measured from the images by a plane sweep around it
+    # (recon.refine.depth_sweep; None: off; it needs the fusion on)
+    sweep: SweepConfig | None = field(default_factory=SweepConfig)
 
 
 @dataclass
@@ -169,11 +176,14 @@ class PoseRefiner:
     """`refine(prediction) -> prediction` with the camera re-solved (see the module doc).
     Frames must come in stream order; `reset()` starts a new stream."""
 
-    def __init__(self, config: RefineConfig | None = None, world_points: str = "depth") -> None:
+    def __init__(self, config: RefineConfig | None = None, world_points: str = "depth",
+                 device: str | torch.device = "cpu") -> None:  # fmt: skip
+        """device: where the end-of-stream plane sweep runs (the rest is CPU code)."""
         if world_points not in ("depth", "head"):
             raise ValueError(f"world_points must be 'depth' or 'head', got {world_points!r}")
         self.config = config or RefineConfig()
         self.world_points = world_points
+        self.device = device
         self.features = SiftFeatures(self.config.max_features, self.config.ratio)
         self.final_turn_deg: float | None = None  # the last final adjustment's largest camera turn
         self.reset()
@@ -464,8 +474,12 @@ class PoseRefiner:
                                           c.fit_sigma_log, c.fit_model_weight)  # fmt: skip
         fused = c.fuse_radius > 0
         if fused:
-            depth_maps = fuse_depth(np.stack(depth_maps), np.broadcast_to(K, (len(kept), 3, 3)), extrinsic,
-                                    c.fuse_radius, c.fuse_max_log_diff)  # fmt: skip
+            Ks = np.broadcast_to(K, (len(kept), 3, 3))
+            depth_maps = fuse_depth(np.stack(depth_maps), Ks, extrinsic, c.fuse_radius, c.fuse_max_log_diff)
+            if c.sweep is not None:
+                images = np.stack([grey(k.prediction.image) for k in kept])
+                depth_maps = sweep_depth(depth_maps, images, Ks, extrinsic, c.sweep, self.device)
+                depth_maps = fuse_depth(depth_maps, Ks, extrinsic, c.fuse_radius, c.fuse_max_log_diff)
         return [self._with_camera(k.prediction, np.asarray(k.prediction.extrinsic, np.float64), extrinsic[j], K,
                                   depth_maps[j], depth_changed=fused or fitted[j]) for j, k in enumerate(kept)]  # fmt: skip
 
