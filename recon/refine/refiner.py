@@ -33,7 +33,7 @@ then each pixel takes the median of the depths its neighbours' maps give it once
 once more. It returns those frames revised, for the exports and the evaluation
 (recon.pipeline.run_stream).
 On the 48-frame held-out benchmark this takes ATE from 2.9 % to 1.65 % and depth AbsRel from
-0.150 to 0.102; over 500 frames (a 500-frame final adjustment, ~1 minute on a CPU with at most
+0.150 to 0.096; over 500 frames (a 500-frame final adjustment, ~1 minute on a CPU with at most
 `final_max_track` observations of a landmark) ATE 2.15 -> 0.83 % and AbsRel 0.200 -> 0.128
 (`rolling`), but the map's scale can drift against the model's along such a stream, hence the
 default of 64 frames (docs/MODEL_CARD.md, sessions 10 and 11). An adjustment that turns a camera
